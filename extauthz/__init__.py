@@ -1,0 +1,8 @@
+"""temporal-extauthz: Envoy external authorization for Temporal."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("temporal-extauthz")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+local"

@@ -1,0 +1,5 @@
+"""``python -m extauthz``."""
+
+from extauthz.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""The method table: every gRPC method of Temporal's frontend, keyed by its exact ``:path``.
+
+Built once at start-up from two sources:
+
+- the ``temporalio.api`` descriptors (which methods exist, their request messages, the field
+  number of ``namespace`` and where task queues and cross-namespace targets sit);
+- ``data/temporal-api-access.csv``: the scope and access of each method, read from Temporal's
+  own method table (``common/api/metadata.go``); AdminService is cluster/admin as a whole.
+
+Lookups are exact: a path that is not byte-for-byte in the table is unknown, and unknown is deny.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import functools
+import importlib.resources
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+from extauthz.model import Access, Method, Scope
+
+WORKFLOW_SERVICE = "temporal.api.workflowservice.v1.WorkflowService"
+OPERATOR_SERVICE = "temporal.api.operatorservice.v1.OperatorService"
+ADMIN_SERVICE = "temporal.server.api.adminservice.v1.AdminService"
+HEALTH_SERVICE = "grpc.health.v1.Health"
+
+# Temporal's default authorizer allows these for anyone, with or without claims.
+ALWAYS_ALLOWED = frozenset({
+    f"/{HEALTH_SERVICE}/Check",
+    f"/{WORKFLOW_SERVICE}/GetSystemInfo",
+})
+
+TASK_QUEUE_MESSAGE = "temporal.api.taskqueue.v1.TaskQueue"
+# string fields that name a task queue directly
+TASK_QUEUE_STRING_FIELDS = frozenset({
+    "task_queue", "task_queues", "sticky_task_queue", "worker_control_task_queue",
+})
+# request fields that identify a namespace by id rather than by name
+NAMESPACE_ID_FIELDS: Mapping[str, str] = {
+    "DescribeNamespaceRequest": "id",
+    "DeleteNamespaceRequest": "namespace_id",
+}
+# nested messages whose `namespace` is a target the request acts on (the server reaches it
+# with the caller's authority); any other nested `namespace` (links, failure details) is data
+CROSS_NAMESPACE_MESSAGES = frozenset({
+    "temporal.api.command.v1.SignalExternalWorkflowExecutionCommandAttributes",
+    "temporal.api.command.v1.RequestCancelExternalWorkflowExecutionCommandAttributes",
+    "temporal.api.command.v1.StartChildWorkflowExecutionCommandAttributes",
+    "temporal.api.workflowservice.v1.StartWorkflowExecutionRequest",
+    "temporal.api.workflowservice.v1.UpdateWorkflowExecutionRequest",
+})
+_MAX_DEPTH = 6
+
+
+class Extract(enum.Enum):
+    """What a field of a request carries, for the body scanner."""
+
+    NAMESPACE = "namespace"  # the request's own namespace (top level, last one wins)
+    OTHER_NAMESPACE = "other_namespace"  # a nested namespace the request also reaches
+    NAMESPACE_ID = "namespace_id"  # a namespace named by id
+    TASK_QUEUE = "task_queue"  # a temporal.api.taskqueue.v1.TaskQueue message
+    TASK_QUEUE_NAME = "task_queue_name"  # a string naming a task queue
+    MESSAGE = "message"  # descend: something below matters
+
+
+@dataclass(frozen=True, slots=True)
+class FieldPlan:
+    """How the scanner treats one field number of one message."""
+
+    extract: Extract
+    repeated: bool = False
+    children: Mapping[int, FieldPlan] = field(default_factory=dict)
+    name: str = ""
+
+
+MessagePlan = Mapping[int, FieldPlan]
+
+
+@dataclass(frozen=True, slots=True)
+class MethodEntry:
+    """A method with the scan plan of its request message."""
+
+    method: Method
+    plan: MessagePlan
+    request_type: str = ""  # full protobuf name of the request message
+
+
+def _is_string(fd: FieldDescriptor) -> bool:
+    return fd.type == FieldDescriptor.TYPE_STRING
+
+
+def _is_repeated(fd: FieldDescriptor) -> bool:
+    # upb descriptors expose `is_repeated`; older pure-python ones only `label`
+    rep = getattr(fd, "is_repeated", None)
+    if rep is not None:
+        return bool(rep)
+    return bool(getattr(fd, "label", 0) == FieldDescriptor.LABEL_REPEATED)
+
+
+def _plan(desc: Descriptor, top: bool, stack: tuple[str, ...]) -> dict[int, FieldPlan]:
+    plan: dict[int, FieldPlan] = {}
+    for fd in desc.fields:
+        entry = _plan_field(desc, fd, top, stack)
+        if entry is not None:
+            plan[fd.number] = entry
+    return plan
+
+
+def _plan_field(
+    desc: Descriptor, fd: FieldDescriptor, top: bool, stack: tuple[str, ...]
+) -> FieldPlan | None:
+    repeated = _is_repeated(fd)
+    if _is_string(fd):
+        if fd.name == "namespace" and not repeated:
+            if top:
+                return FieldPlan(Extract.NAMESPACE, name=fd.name)
+            if desc.full_name in CROSS_NAMESPACE_MESSAGES:
+                return FieldPlan(Extract.OTHER_NAMESPACE, name=fd.name)
+            return None
+        if top and NAMESPACE_ID_FIELDS.get(desc.name) == fd.name:
+            return FieldPlan(Extract.NAMESPACE_ID, name=fd.name)
+        if fd.name in TASK_QUEUE_STRING_FIELDS:
+            return FieldPlan(Extract.TASK_QUEUE_NAME, repeated, name=fd.name)
+        return None
+    if fd.type != FieldDescriptor.TYPE_MESSAGE or fd.message_type is None:
+        return None
+    msg = fd.message_type
+    if msg.full_name == TASK_QUEUE_MESSAGE:
+        return FieldPlan(Extract.TASK_QUEUE, repeated, name=fd.name)
+    if msg.GetOptions().map_entry or msg.full_name in stack or len(stack) >= _MAX_DEPTH:
+        return None
+    children = _plan(msg, False, (*stack, msg.full_name))
+    if not children:
+        return None
+    return FieldPlan(Extract.MESSAGE, repeated, children, name=fd.name)
+
+
+def _access_facts() -> dict[tuple[str, str], tuple[Scope, Access]]:
+    text = importlib.resources.files("extauthz").joinpath("data/temporal-api-access.csv")
+    facts: dict[tuple[str, str], tuple[Scope, Access]] = {}
+    with text.open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if row["scope"] not in ("Namespace", "Cluster"):
+                continue
+            facts[(row["service"], row["method"])] = (Scope(row["scope"]), Access(row["access"]))
+    return facts
+
+
+def _service_descriptors() -> Iterator[tuple[str, Descriptor | None, str, str]]:
+    from temporalio.api.operatorservice.v1 import service_pb2 as operator_pb2
+    from temporalio.api.workflowservice.v1 import service_pb2 as workflow_pb2
+
+    for module, service in ((workflow_pb2, WORKFLOW_SERVICE), (operator_pb2, OPERATOR_SERVICE)):
+        sd = module.DESCRIPTOR.services_by_name[service.rsplit(".", 1)[-1]]
+        for md in sd.methods:
+            yield service, md.input_type, md.name, md.input_type.full_name
+
+
+class UnclassifiedMethodError(RuntimeError):
+    """The installed temporalio knows a method the access facts do not classify."""
+
+
+@functools.cache
+def table() -> Mapping[str, MethodEntry]:
+    """The method table, keyed by exact ``:path``. Built once per process."""
+    facts = _access_facts()
+    entries: dict[str, MethodEntry] = {}
+    for service, desc, name, req_type in _service_descriptors():
+        fact = facts.get((service, name))
+        if fact is None:
+            raise UnclassifiedMethodError(
+                f"{service}/{name} is in the installed temporalio but has no scope/access fact; "
+                "update extauthz/data/temporal-api-access.csv"
+            )
+        plan = _plan(desc, True, (desc.full_name,)) if desc is not None else {}
+        ns_field = next((n for n, p in plan.items() if p.extract is Extract.NAMESPACE), None)
+        id_field = next((n for n, p in plan.items() if p.extract is Extract.NAMESPACE_ID), None)
+        method = Method(service, name, fact[0], fact[1], ns_field, id_field)
+        entries[method.path] = MethodEntry(method, plan, req_type)
+    for (service, name), (scope, access) in facts.items():
+        if service == ADMIN_SERVICE:  # no descriptors shipped; cluster/admin as a whole
+            method = Method(service, name, scope, access)
+            entries[method.path] = MethodEntry(method, {})
+    health = Method(HEALTH_SERVICE, "Check", Scope.HEALTH, Access.READ_ONLY)
+    entries[health.path] = MethodEntry(health, {})
+    return entries
+
+
+def lookup(path: str) -> MethodEntry | None:
+    """The entry for an exact ``:path``, or None (unknown: deny)."""
+    return table().get(path)
+
+
+def by_name(name: str) -> MethodEntry | None:
+    """Find a method by ``Service/Method`` (short service name) or its full path."""
+    if name.startswith("/"):
+        return lookup(name)
+    for entry in table().values():
+        if name in (entry.method.short, f"{entry.method.service}/{entry.method.name}"):
+            return entry
+    return None

@@ -1,0 +1,193 @@
+"""Value types shared by every layer: methods, targets, principals and decisions.
+
+Everything here is pure data: frozen, slotted dataclasses and enums. No I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Role(enum.IntFlag):
+    """Temporal's role bit flags (``temporal/common/authorization/roles.go``)."""
+
+    NONE = 0
+    WORKER = 1
+    READER = 2
+    WRITER = 4
+    ADMIN = 8
+
+
+class Scope(enum.Enum):
+    """Where a method's authority lives."""
+
+    NAMESPACE = "Namespace"
+    CLUSTER = "Cluster"
+    HEALTH = "Health"
+
+
+class Access(enum.Enum):
+    """How much a method can change, as Temporal classifies it."""
+
+    READ_ONLY = "ReadOnly"
+    WRITE = "Write"
+    ADMIN = "Admin"
+
+
+REQUIRED_ROLE: Mapping[Access, Role] = {
+    Access.READ_ONLY: Role.READER,
+    Access.WRITE: Role.WRITER,
+    Access.ADMIN: Role.ADMIN,
+}
+
+
+class Reason(enum.StrEnum):
+    """Stable reason codes: the metric label, the log field and the first word of a denial."""
+
+    # allow
+    ALLOWED = "allowed"
+    HEALTH_CHECK = "health_check"
+    # request shape (403)
+    UNKNOWN_METHOD = "unknown_method"
+    PARTIAL_BODY = "partial_body"
+    MALFORMED_BODY = "malformed_body"
+    UNSUPPORTED_ENCODING = "unsupported_encoding"
+    UNSUPPORTED_PROTOCOL = "unsupported_protocol"
+    BODY_TOO_LARGE = "body_too_large"
+    MISSING_NAMESPACE = "missing_namespace"
+    NAMESPACE_ID_ONLY = "namespace_id_only"
+    # authentication (401)
+    MISSING_TOKEN = "missing_token"
+    MALFORMED_AUTHORIZATION = "malformed_authorization"
+    MALFORMED_TOKEN = "malformed_token"
+    TOKEN_TOO_LARGE = "token_too_large"
+    UNKNOWN_ISSUER = "unknown_issuer"
+    UNKNOWN_KEY = "unknown_key"
+    DISALLOWED_ALGORITHM = "disallowed_algorithm"
+    BAD_SIGNATURE = "bad_signature"
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_NOT_YET_VALID = "token_not_yet_valid"
+    TOKEN_ISSUED_IN_FUTURE = "token_issued_in_future"
+    AUDIENCE_MISMATCH = "audience_mismatch"
+    ISSUER_MISMATCH = "issuer_mismatch"
+    INVALID_CLAIMS = "invalid_claims"
+    UNSUPPORTED_TOKEN_TYPE = "unsupported_token_type"
+    UNSUPPORTED_CRITICAL_HEADER = "unsupported_critical_header"
+    # authorization (403)
+    PERMISSION_DENIED = "permission_denied"
+    EXPLICIT_DENY = "explicit_deny"
+    TASK_QUEUE_DENIED = "task_queue_denied"
+    # infrastructure (503: the client sees UNAVAILABLE and may retry)
+    KEYS_UNAVAILABLE = "keys_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One gRPC method of Temporal's frontend, as the method table knows it."""
+
+    service: str  # e.g. "temporal.api.workflowservice.v1.WorkflowService"
+    name: str  # e.g. "StartWorkflowExecution"
+    scope: Scope
+    access: Access
+    namespace_field: int | None = None  # protobuf field number of `namespace` in the request
+    namespace_id_field: int | None = None  # field number of a namespace id, if the request has one
+
+    @property
+    def path(self) -> str:
+        """The HTTP/2 ``:path`` of the method."""
+        return f"/{self.service}/{self.name}"
+
+    @property
+    def short(self) -> str:
+        """``WorkflowService/StartWorkflowExecution``: for messages and metric labels."""
+        return f"{self.service.rsplit('.', 1)[-1]}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a request will act on, read from the path and the protobuf body."""
+
+    method: Method
+    namespace: str = ""
+    # other namespaces the request reaches (cross-namespace commands, multi-operations)
+    other_namespaces: tuple[str, ...] = ()
+    task_queues: tuple[str, ...] = ()
+    # the request names its namespace only by id (e.g. DescribeNamespace{id})
+    by_namespace_id: bool = False
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """Every namespace the request reaches, the primary one first, without repeats."""
+        seen = dict.fromkeys((self.namespace, *self.other_namespaces))
+        return tuple(ns for ns in seen if ns)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller with Temporal roles."""
+
+    subject: str
+    issuer: str = ""
+    kind: str = "human"  # "human" | "service"
+    system: Role = Role.NONE
+    namespaces: Mapping[str, Role] = field(default_factory=dict)
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+    def role_in(self, namespace: str) -> Role:
+        """The role Temporal's default authorizer uses for a namespace-scoped call."""
+        return self.system | self.namespaces.get(namespace, Role.NONE)
+
+
+# HTTP status Envoy turns into a gRPC status for the client.
+STATUS_UNAUTHENTICATED = 401  # -> UNAUTHENTICATED
+STATUS_FORBIDDEN = 403  # -> PERMISSION_DENIED
+STATUS_UNAVAILABLE = 503  # -> UNAVAILABLE (retryable)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one check. A denial is a value, never an exception."""
+
+    allowed: bool
+    reason: Reason
+    message: str
+    status: int = 200
+    principal: Principal | None = None
+    target: Target | None = None
+    rule: str | None = None
+    dry_run: bool = False
+
+    @classmethod
+    def allow(
+        cls,
+        reason: Reason,
+        message: str,
+        principal: Principal | None = None,
+        target: Target | None = None,
+        rule: str | None = None,
+    ) -> Decision:
+        """An allowed decision."""
+        return cls(True, reason, message, 200, principal, target, rule)
+
+    @classmethod
+    def deny(
+        cls,
+        reason: Reason,
+        message: str,
+        status: int = STATUS_FORBIDDEN,
+        principal: Principal | None = None,
+        target: Target | None = None,
+        rule: str | None = None,
+    ) -> Decision:
+        """A denied decision with the HTTP status the client will see."""
+        return cls(False, reason, message, status, principal, target, rule)
+
+
+def quote(text: str) -> str:
+    """Quote a value for a one-line message: double quotes, escaped quotes/newlines/non-ASCII."""
+    return json.dumps(text)

@@ -1,0 +1,1 @@
+"""Adapters between Envoy's wire protocols and the decision pipeline."""

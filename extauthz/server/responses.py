@@ -1,0 +1,100 @@
+"""Envoy CheckRequest in, CheckResponse out: the only place that builds Envoy protobufs."""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+
+from extauthz.model import Decision, Reason
+from extauthz.pipeline import CheckInput
+
+_GRPC_CODE = {
+    401: code_pb2.UNAUTHENTICATED,
+    403: code_pb2.PERMISSION_DENIED,
+    503: code_pb2.UNAVAILABLE,
+}
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+REASON_HEADER = "x-temporal-authz-reason"
+
+
+class BodyNotBytesError(Exception):
+    """Envoy sent the body as a string: ``pack_as_bytes`` is off."""
+
+
+def check_input(request: external_auth_pb2.CheckRequest) -> CheckInput:
+    """The transport-neutral view of Envoy's CheckRequest."""
+    http: attribute_context_pb2.AttributeContext.HttpRequest = request.attributes.request.http
+    headers: dict[str, str] = dict(http.headers)
+    if not headers and len(http.header_map.headers):
+        for hv in http.header_map.headers:
+            value = hv.raw_value.decode("utf-8", "replace") if hv.raw_value else hv.value
+            key = hv.key.lower()
+            headers[key] = f"{headers[key]},{value}" if key in headers else value
+    body = http.raw_body
+    if not body and http.body:
+        raise BodyNotBytesError
+    return CheckInput(path=http.path, headers=headers, body=body, method=http.method or "POST")
+
+
+class ResponseBuilder:
+    """Builds CheckResponses; identity header names are fixed at construction."""
+
+    def __init__(self, subject_header: str = "x-temporal-authz-subject"):
+        prefix = subject_header.rsplit("-", 1)[0]
+        self.subject_header = subject_header
+        self.issuer_header = f"{prefix}-issuer"
+        self.kind_header = f"{prefix}-kind"
+        self._identity = (self.subject_header, self.issuer_header, self.kind_header)
+        self._ok_anonymous = external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.OK),
+            ok_response=external_auth_pb2.OkHttpResponse(headers_to_remove=self._identity),
+        )
+
+    def build(self, decision: Decision) -> external_auth_pb2.CheckResponse:
+        """The CheckResponse for a decision."""
+        if decision.allowed:
+            return self._ok(decision)
+        return self.denied(decision.status, decision.reason, decision.message)
+
+    def _ok(self, decision: Decision) -> external_auth_pb2.CheckResponse:
+        p = decision.principal
+        if p is None:
+            return self._ok_anonymous
+        values = ((self.subject_header, p.subject), (self.issuer_header, p.issuer),
+                  (self.kind_header, p.kind))
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code_pb2.OK),
+            ok_response=external_auth_pb2.OkHttpResponse(
+                headers=[
+                    base_pb2.HeaderValueOption(
+                        header=base_pb2.HeaderValue(key=k, value=_header_safe(v)),
+                        append_action=_OVERWRITE,
+                    )
+                    for k, v in values
+                ],
+            ),
+        )
+
+    @staticmethod
+    def denied(status: int, reason: Reason | str, message: str) -> external_auth_pb2.CheckResponse:
+        """A denial the client sees as UNAUTHENTICATED / PERMISSION_DENIED / UNAVAILABLE."""
+        text = f"{reason}: {message}"
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=_GRPC_CODE.get(status, code_pb2.PERMISSION_DENIED),
+                                     message=text),
+            denied_response=external_auth_pb2.DeniedHttpResponse(
+                status=http_status_pb2.HttpStatus(code=status),  # type: ignore[arg-type, unused-ignore]
+                body=text,
+                headers=[base_pb2.HeaderValueOption(
+                    header=base_pb2.HeaderValue(key=REASON_HEADER, value=str(reason)),
+                    append_action=_OVERWRITE,
+                )],
+            ),
+        )
+
+
+def _header_safe(value: str) -> str:
+    """Header values must not carry control characters; claims are attacker-influenced."""
+    return "".join(ch if " " <= ch != "\x7f" else "?" for ch in value)[:256]
