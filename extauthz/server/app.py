@@ -30,8 +30,8 @@ class Server:
         self.settings = settings
         self.authenticator = authenticator or Authenticator(
             settings.issuers,
-            cache_entries=settings.token_cache_entries,
-            negative_ttl=settings.negative_cache_seconds,
+            cache_max_entries=settings.token_cache_entries,
+            negative_cache_seconds=settings.negative_cache_seconds,
         )
         self.pipeline = Pipeline(self.authenticator,
                                  max_message_bytes=settings.max_message_bytes)
