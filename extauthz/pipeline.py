@@ -31,6 +31,7 @@ from extauthz.policy import missing_namespace
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 _BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9_\-.=]+)")
 _MAX_PATH_IN_MESSAGE = 160
+_PRINCIPAL_CACHE_ENTRIES = 10_000
 
 Authorizer = Callable[[Principal, Target], Decision]
 
@@ -66,6 +67,9 @@ class Pipeline:
         self._authorize = authorizer
         self._max_message_bytes = max_message_bytes
         self._mappers: dict[ClaimMapping, ClaimMapper] = {}
+        # principal per verified token object: the authenticator's cache hands back the same
+        # object for the same token, so a hit skips claim mapping (held strongly: ids stay valid)
+        self._principals: dict[int, tuple[VerifiedToken, Principal]] = {}
 
     async def check(self, req: CheckInput) -> Decision:
         """Decide one request. Never raises: any failure is a denial."""
@@ -137,7 +141,17 @@ class Pipeline:
         )
 
     def principal(self, verified: VerifiedToken) -> Principal:
-        """Map verified claims with the issuer's claim mapping."""
+        """Map verified claims with the issuer's claim mapping (memoised per token object)."""
+        hit = self._principals.get(id(verified))
+        if hit is not None and hit[0] is verified:
+            return hit[1]
+        principal = self._map(verified)
+        if len(self._principals) >= _PRINCIPAL_CACHE_ENTRIES:
+            self._principals.clear()
+        self._principals[id(verified)] = (verified, principal)
+        return principal
+
+    def _map(self, verified: VerifiedToken) -> Principal:
         mapping = verified.issuer.claims
         mapper = self._mappers.get(mapping)
         if mapper is None:

@@ -15,6 +15,7 @@ _GRPC_CODE = {
     403: code_pb2.PERMISSION_DENIED,
     503: code_pb2.UNAVAILABLE,
 }
+_OK_CACHE_ENTRIES = 10_000
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 REASON_HEADER = "x-temporal-authz-reason"
 
@@ -47,6 +48,7 @@ class ResponseBuilder:
         self.issuer_header = f"{prefix}-issuer"
         self.kind_header = f"{prefix}-kind"
         self._identity = (self.subject_header, self.issuer_header, self.kind_header)
+        self._ok_cache: dict[tuple[str, str, str], external_auth_pb2.CheckResponse] = {}
         self._ok_anonymous = external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code_pb2.OK),
             ok_response=external_auth_pb2.OkHttpResponse(headers_to_remove=self._identity),
@@ -62,8 +64,18 @@ class ResponseBuilder:
         p = decision.principal
         if p is None:
             return self._ok_anonymous
-        values = ((self.subject_header, p.subject), (self.issuer_header, p.issuer),
-                  (self.kind_header, p.kind))
+        key = (p.subject, p.issuer, p.kind)
+        response = self._ok_cache.get(key)
+        if response is None:
+            if len(self._ok_cache) >= _OK_CACHE_ENTRIES:
+                self._ok_cache.clear()
+            response = self._ok_cache[key] = self._ok_for(*key)
+        return response
+
+    def _ok_for(self, subject: str, issuer: str, kind: str) -> external_auth_pb2.CheckResponse:
+        """An OK response carrying one identity (built once per identity, then reused)."""
+        values = ((self.subject_header, subject), (self.issuer_header, issuer),
+                  (self.kind_header, kind))
         return external_auth_pb2.CheckResponse(
             status=status_pb2.Status(code=code_pb2.OK),
             ok_response=external_auth_pb2.OkHttpResponse(
@@ -96,5 +108,7 @@ class ResponseBuilder:
 
 
 def _header_safe(value: str) -> str:
-    """Header values must not carry control characters; claims are attacker-influenced."""
-    return "".join(ch if " " <= ch != "\x7f" else "?" for ch in value)[:256]
+    """Printable ASCII only, at most 256 characters: claims are attacker-influenced."""
+    if value.isascii() and value.isprintable():
+        return value[:256]
+    return "".join(ch if " " <= ch < "\x7f" else "?" for ch in value)[:256]
