@@ -12,6 +12,13 @@ Environment (the names users already put in Temporal's Helm values):
 - ``EXTAUTHZ_LISTEN``: ``host:port`` of the Check server (default ``127.0.0.1:9191``);
   overrides the file's ``listen``.
 - ``EXTAUTHZ_ALLOW_INSECURE_ISSUER``: ``1`` allows an ``http://`` issuer (development only).
+- ``EXTAUTHZ_POLICY_FILE``: the policy file (``docs/policy.md``); overrides ``policy_file``.
+  Without one, decisions are Temporal's default authorizer's.
+- ``EXTAUTHZ_METRICS_LISTEN``: ``host:port`` of the Prometheus ``/metrics`` server (``off`` or
+  empty: no metrics server); overrides ``metrics_listen``.
+- ``EXTAUTHZ_LOG_LEVEL`` / ``EXTAUTHZ_LOG_FORMAT`` / ``EXTAUTHZ_AUDIT_ALLOW_SAMPLE_RATE`` /
+  ``EXTAUTHZ_WORKERS``: override ``log_level``, ``log_format``, ``audit_allow_sample_rate`` and
+  ``workers``.
 """
 
 from __future__ import annotations
@@ -48,9 +55,24 @@ class Settings:
     max_message_bytes: int = 4 * 1024 * 1024
     grpc_max_receive_bytes: int = DEFAULT_GRPC_MAX_RECEIVE_BYTES
     shutdown_grace_seconds: float = 10.0
+    shutdown_delay_seconds: float = 2.0
     token_cache_entries: int = 100_000
     negative_cache_seconds: float = 5.0
     subject_header: str = "x-temporal-authz-subject"
+    # policy file (extauthz.rules); "" = Temporal's default authorizer. Relative paths in a
+    # config file are relative to the config file's directory.
+    policy_file: str = ""
+    policy_poll_seconds: float = 2.0
+    # observability (extauthz.obs): "" = no metrics server
+    metrics_listen: str = ""
+    metrics_namespace_labels: bool = False
+    metrics_namespace_label_cap: int = 50
+    metrics_subject_label_cap: int = 50
+    log_level: str = "info"
+    log_format: str = "auto"
+    audit_allow_sample_rate: float = 0.01
+    # worker processes on one port; 0 = one per CPU of the cgroup quota (extauthz.server.workers)
+    workers: int = 0
     source: str = "<defaults>"
 
     @property
@@ -203,17 +225,64 @@ def from_mapping(data: object, source: str) -> Settings:
                                           d.grpc_max_receive_bytes),
         shutdown_grace_seconds=r.positive("shutdown_grace_seconds", float,
                                           d.shutdown_grace_seconds),
+        shutdown_delay_seconds=r.get("shutdown_delay_seconds", float, d.shutdown_delay_seconds),
         token_cache_entries=r.positive("token_cache_entries", int, d.token_cache_entries),
         negative_cache_seconds=r.get("negative_cache_seconds", float, d.negative_cache_seconds),
         subject_header=r.get("subject_header", str, d.subject_header).lower(),
+        policy_file=_relative_to(r.get("policy_file", str, d.policy_file), source),
+        policy_poll_seconds=r.positive("policy_poll_seconds", float, d.policy_poll_seconds),
+        metrics_listen=r.get("metrics_listen", str, d.metrics_listen),
+        metrics_namespace_labels=r.get("metrics_namespace_labels", bool,
+                                       d.metrics_namespace_labels),
+        metrics_namespace_label_cap=r.positive("metrics_namespace_label_cap", int,
+                                               d.metrics_namespace_label_cap),
+        metrics_subject_label_cap=r.get("metrics_subject_label_cap", int,
+                                        d.metrics_subject_label_cap),
+        log_level=r.get("log_level", str, d.log_level).lower(),
+        log_format=r.get("log_format", str, d.log_format).lower(),
+        audit_allow_sample_rate=r.get("audit_allow_sample_rate", float,
+                                      d.audit_allow_sample_rate),
+        workers=r.get("workers", int, d.workers),
         source=source,
     )
     r.done()
+    _check_observability(settings, source)
     parse_host_port(settings.listen, "listen", source)
     if settings.grpc_max_receive_bytes <= settings.max_message_bytes + 5:
         raise r.error("grpc_max_receive_bytes", "must exceed max_message_bytes + 5 (framing) "
                       "plus room for headers, or large workflow inputs are refused for size")
     return settings
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "json", "console")
+
+
+def _check_observability(settings: Settings, source: str) -> None:
+    """Validate the observability and worker keys (messages name the key)."""
+    if settings.metrics_listen:
+        parse_host_port(settings.metrics_listen, "metrics_listen", source)
+    if settings.log_level not in LOG_LEVELS:
+        raise ConfigError(f"{source}: log_level: expected one of {', '.join(LOG_LEVELS)}, "
+                          f"got {settings.log_level!r}")
+    if settings.log_format not in LOG_FORMATS:
+        raise ConfigError(f"{source}: log_format: expected one of {', '.join(LOG_FORMATS)}, "
+                          f"got {settings.log_format!r}")
+    if not 0.0 <= settings.audit_allow_sample_rate <= 1.0:
+        raise ConfigError(f"{source}: audit_allow_sample_rate: expected a fraction between 0 "
+                          f"and 1, got {settings.audit_allow_sample_rate!r}")
+    if settings.metrics_subject_label_cap < 0:
+        raise ConfigError(f"{source}: metrics_subject_label_cap: must be 0 (off) or more")
+    if settings.workers < 0:
+        raise ConfigError(f"{source}: workers: must be 0 (one per CPU) or more, "
+                          f"got {settings.workers}")
+
+
+def _relative_to(path: str, source: str) -> str:
+    """A path from a config file, resolved against the file's directory."""
+    if not path or Path(path).is_absolute() or source.startswith("<"):
+        return path
+    return str(Path(source).parent / path)
 
 
 def load(path: str | os.PathLike[str] | None = None,
@@ -242,6 +311,26 @@ def apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
     if listen := env.get("EXTAUTHZ_LISTEN", "").strip():
         parse_host_port(listen, "EXTAUTHZ_LISTEN", "environment")
         changes["listen"] = listen
+    if policy_file := env.get("EXTAUTHZ_POLICY_FILE", "").strip():
+        changes["policy_file"] = policy_file
+    if "EXTAUTHZ_METRICS_LISTEN" in env:
+        metrics = env["EXTAUTHZ_METRICS_LISTEN"].strip()
+        changes["metrics_listen"] = "" if metrics.lower() in ("", "off") else metrics
+    if level := env.get("EXTAUTHZ_LOG_LEVEL", "").strip():
+        changes["log_level"] = level.lower()
+    if fmt := env.get("EXTAUTHZ_LOG_FORMAT", "").strip():
+        changes["log_format"] = fmt.lower()
+    if rate := env.get("EXTAUTHZ_AUDIT_ALLOW_SAMPLE_RATE", "").strip():
+        try:
+            changes["audit_allow_sample_rate"] = float(rate)
+        except ValueError:
+            raise ConfigError(f"environment: EXTAUTHZ_AUDIT_ALLOW_SAMPLE_RATE: expected a "
+                              f"number, got {rate!r}") from None
+    if workers := env.get("EXTAUTHZ_WORKERS", "").strip():
+        if not workers.isdigit():
+            raise ConfigError(f"environment: EXTAUTHZ_WORKERS: expected a whole number, "
+                              f"got {workers!r}")
+        changes["workers"] = int(workers)
     url = env.get("TEMPORAL_AUTH_PROVIDER_URL", "").strip()
     if url and not settings.issuers:
         audience = env.get("EXTAUTHZ_AUDIENCE", "").strip() or env.get(
@@ -253,7 +342,11 @@ def apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
             "allow_insecure_http": insecure,
         }
         changes["issuers"] = (_issuer(data, "TEMPORAL_AUTH_PROVIDER_URL", "environment"),)
-    return dataclasses.replace(settings, **changes) if changes else settings
+    if not changes:
+        return settings
+    settings = dataclasses.replace(settings, **changes)
+    _check_observability(settings, "environment")
+    return settings
 
 
 def require_issuers(settings: Settings) -> None:

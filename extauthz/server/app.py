@@ -13,43 +13,70 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extauthz.auth.authenticator import Authenticator
 from extauthz.config import Settings
-from extauthz.pipeline import Pipeline
+from extauthz.obs.runtime import Observability
+from extauthz.pipeline import Authorizer, Pipeline
+from extauthz.policy import authorize as temporal_default
+from extauthz.rules.reload import PolicyHolder, PolicyStatus, metrics_listener
 from extauthz.server.grpc_service import AuthorizationService
 from extauthz.server.responses import ResponseBuilder
 
 log = structlog.get_logger("extauthz.server")
 AUTH_SERVICE = "envoy.service.auth.v3.Authorization"
+# SERVING while the policy file on disk is the policy in force; NOT_SERVING after a failed
+# reload (the previous policy keeps deciding). Absent without a policy file.
+POLICY_HEALTH_SERVICE = "extauthz.policy"
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+WORKER_READY_WAIT_SECONDS = 5.0
 
 
 class Server:
     """The Check server: start, serve until told to stop, drain, stop."""
 
-    def __init__(self, settings: Settings, authenticator: Authenticator | None = None):
+    def __init__(self, settings: Settings, authenticator: Authenticator | None = None,
+                 *, worker: bool = False):
         self.settings = settings
+        # worker: one of `serve --workers N` (shared port, metrics served by the supervisor)
+        self.worker = worker
+        self.obs = Observability(settings, worker=worker)
         self.authenticator = authenticator or Authenticator(
             settings.issuers,
             cache_max_entries=settings.token_cache_entries,
             negative_cache_seconds=settings.negative_cache_seconds,
+            on_fetch=self.obs.on_fetch,
         )
-        self.pipeline = Pipeline(self.authenticator,
+        # the policy file (extauthz.rules), else Temporal's default authorizer
+        self.policy = (PolicyHolder(settings.policy_file, on_reload=metrics_listener)
+                       if settings.policy_file else None)
+        authorizer: Authorizer = self.policy if self.policy is not None else temporal_default
+        self.pipeline = Pipeline(self.authenticator, authorizer,
                                  max_message_bytes=settings.max_message_bytes)
         self.health = health.aio.HealthServicer()
         self._grpc = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if worker else 0),
         ])
         self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Future[None]] = set()
         self.port = 0
 
     async def start(self) -> None:
         """Bind, start serving Check (health NOT_SERVING until keys are loaded)."""
         host, port = self.settings.host_port
-        service = AuthorizationService(self.pipeline, ResponseBuilder(self.settings.subject_header))
+        service = AuthorizationService(self.pipeline, ResponseBuilder(self.settings.subject_header),
+                                       observer=self.obs.observer)
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         await self._set_health(_NOT_SERVING)
+        if self.policy is not None:
+            await self._set_policy_health(self.policy.status)
+            self.policy.subscribe(self._on_policy_status)
+        self.obs.start_http()
+        if self.worker:
+            # a worker joins the shared port only once it can decide (or after a bounded
+            # wait), so the kernel never hands a connection to a worker without keys
+            await self.authenticator.start()
+            await self.authenticator.wait_ready(WORKER_READY_WAIT_SECONDS)
         self.port = self._grpc.add_insecure_port(f"{host}:{port}")
         if self.port == 0:
             raise OSError(f"cannot listen on {host}:{port}")
@@ -57,6 +84,15 @@ class Server:
         await self.authenticator.start()
         log.info("listening", address=f"{host}:{self.port}",
                  issuers=[i.issuer for i in self.settings.issuers])
+
+    def _on_policy_status(self, status: PolicyStatus) -> None:
+        task = asyncio.ensure_future(self._set_policy_health(status))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _set_policy_health(self, status: PolicyStatus) -> None:
+        await self.health.set(  # type: ignore[arg-type, unused-ignore]
+            POLICY_HEALTH_SERVICE, _SERVING if status.ok else _NOT_SERVING)
 
     async def _set_health(self, status: int) -> None:
         for name in ("", AUTH_SERVICE):
@@ -79,12 +115,17 @@ class Server:
         self._stopping.set()
 
     async def stop(self) -> None:
-        """NOT_SERVING first, then drain in-flight checks within the grace period."""
+        """NOT_SERVING first; keep answering for ``shutdown_delay_seconds`` so Envoy's health
+        checks move traffic away; then refuse new calls and drain in-flight ones within the
+        grace period."""
         self._stopping.set()
         await self._set_health(_NOT_SERVING)
-        log.info("draining", grace_seconds=self.settings.shutdown_grace_seconds)
+        log.info("draining", delay_seconds=self.settings.shutdown_delay_seconds,
+                 grace_seconds=self.settings.shutdown_grace_seconds)
+        await asyncio.sleep(self.settings.shutdown_delay_seconds)
         await self._grpc.stop(self.settings.shutdown_grace_seconds)
         await self.authenticator.close()
+        self.obs.close()
         log.info("stopped")
 
     async def run(self) -> None:
@@ -94,17 +135,34 @@ class Server:
             loop.add_signal_handler(sig, self.request_stop)
         await self.start()
         readiness = asyncio.create_task(self.watch_readiness())
+        policy_watch = None
+        if self.policy is not None:
+            self.policy.install_sighup(loop)
+            policy_watch = asyncio.create_task(
+                self.policy.watch(self.settings.policy_poll_seconds, self._stopping))
+        metrics_sync = asyncio.create_task(self.obs.sync_loop(self.authenticator, self._stopping))
         await self._stopping.wait()
         await readiness
+        if policy_watch is not None:
+            await policy_watch
+        await metrics_sync
         await self.stop()
 
 
-def serve(settings: Settings) -> int:
-    """Run the server in this process; returns the exit code."""
+async def _serve(settings: Settings, worker: bool = False) -> None:
+    # built inside the running loop: grpc.aio binds to the loop current at construction
+    await Server(settings, worker=worker).run()
+
+
+def serve(settings: Settings, *, worker: bool = False) -> int:
+    """Run the server in this process (uvloop when installed); returns the exit code.
+
+    ``worker``: this process is one of ``serve --workers N`` (see ``server.workers``).
+    """
     try:
         import uvloop
     except ImportError:
-        asyncio.run(Server(settings).run())
+        asyncio.run(_serve(settings, worker))
     else:
-        uvloop.run(Server(settings).run())
+        uvloop.run(_serve(settings, worker))
     return 0
