@@ -1,0 +1,269 @@
+"""Render the project's Envoy config (``envoy/envoy.yaml``) for other addresses.
+
+``envoy/envoy.yaml`` is the one Envoy configuration of the project: the e2e tests, the local stack
+and the Helm chart use it. It is a complete, valid file with local-stack defaults. This module
+changes only addresses (and, optionally, the ext_authz timeout) by structured edits: it loads the
+YAML, finds the listeners ``external`` and ``internal``, the clusters ``extauthz`` and
+``temporal_frontend`` and the admin block by name, replaces their socket addresses and dumps the
+result. There is no text templating, so what the tests run is exactly the committed file with
+other ports.
+
+Where the file is found (first match wins):
+
+1. the ``source`` argument / ``--source`` option;
+2. the environment variable ``EXTAUTHZ_ENVOY_CONFIG``;
+3. ``envoy/envoy.yaml`` next to the ``extauthz`` package (a source checkout or an editable
+   install).
+
+Otherwise :class:`EnvoyConfigNotFound` says so; an installed wheel does not ship the file (it is
+not package data, and no generated copy is committed).
+
+Command line::
+
+    python -m extauthz.envoyconfig --listen 127.0.0.1:7233 --upstream 127.0.0.1:7234 \\
+        --authz 127.0.0.1:9191 --admin 127.0.0.1:9901 --out /tmp/envoy.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_VAR = "EXTAUTHZ_ENVOY_CONFIG"
+
+EXTERNAL_LISTENER = "external"
+INTERNAL_LISTENER = "internal"
+AUTHZ_CLUSTER = "extauthz"
+UPSTREAM_CLUSTER = "temporal_frontend"
+EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+HEALTH_PATH = "/grpc.health.v1.Health/Check"
+
+Address = tuple[str, int]
+
+
+class EnvoyConfigNotFound(FileNotFoundError):
+    """The canonical ``envoy/envoy.yaml`` could not be located."""
+
+
+class EnvoyConfigError(ValueError):
+    """The config does not have the shape this module edits (a listener or cluster is missing)."""
+
+
+def default_path() -> Path:
+    """Where the canonical config is, per the module docstring; raise if it is nowhere."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise EnvoyConfigNotFound(f"{ENV_VAR}={env} is not a file")
+        return path
+    path = Path(__file__).resolve().parent.parent / "envoy" / "envoy.yaml"
+    if path.is_file():
+        return path
+    raise EnvoyConfigNotFound(
+        f"envoy/envoy.yaml not found next to the extauthz package ({path}); "
+        f"run from a source checkout or set {ENV_VAR} to the file"
+    )
+
+
+def load(source: Path | str | None = None) -> dict[str, Any]:
+    """Parse the canonical config (or ``source``) into plain dicts and lists."""
+    path = Path(source) if source is not None else default_path()
+    if not path.is_file():
+        raise EnvoyConfigNotFound(f"Envoy config {path} is not a file")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise EnvoyConfigError(f"{path}: not a YAML mapping")
+    return data
+
+
+def parse_address(text: str) -> Address:
+    """``"127.0.0.1:7233"`` → ``("127.0.0.1", 7233)`` (``[::1]:7233`` for IPv6)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    number = int(port)
+    if not 0 < number < 65536:
+        raise ValueError(f"port out of range in {text!r}")
+    return host, number
+
+
+def _named(items: list[dict[str, Any]], name: str, kind: str) -> dict[str, Any]:
+    for item in items:
+        if item.get("name") == name:
+            return item
+    raise EnvoyConfigError(f"no {kind} named {name!r} in the Envoy config")
+
+
+def _set_socket(holder: dict[str, Any], address: Address) -> None:
+    holder["address"] = {"socket_address": {"address": address[0], "port_value": address[1]}}
+
+
+def _set_endpoint(cluster: dict[str, Any], address: Address) -> None:
+    cluster["load_assignment"] = {
+        "cluster_name": cluster["name"],
+        "endpoints": [
+            {
+                "lb_endpoints": [
+                    {
+                        "endpoint": {
+                            "address": {
+                                "socket_address": {"address": address[0], "port_value": address[1]}
+                            }
+                        }
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def listener(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """The listener called ``name``."""
+    return _named(config["static_resources"]["listeners"], name, "listener")
+
+
+def cluster(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """The cluster called ``name``."""
+    return _named(config["static_resources"]["clusters"], name, "cluster")
+
+
+def http_connection_manager(listener_config: dict[str, Any]) -> dict[str, Any]:
+    """The typed config of the listener's (single) HTTP connection manager."""
+    for chain in listener_config.get("filter_chains", []):
+        for network_filter in chain.get("filters", []):
+            if network_filter.get("name") == "envoy.filters.network.http_connection_manager":
+                typed: dict[str, Any] = network_filter["typed_config"]
+                return typed
+    name = listener_config.get("name")
+    raise EnvoyConfigError(f"listener {name!r} has no HTTP connection manager")
+
+
+def ext_authz_filter(config: dict[str, Any]) -> dict[str, Any]:
+    """The ext_authz HTTP filter's typed config on the external listener."""
+    hcm = http_connection_manager(listener(config, EXTERNAL_LISTENER))
+    for http_filter in hcm.get("http_filters", []):
+        if http_filter.get("name") == EXT_AUTHZ_FILTER:
+            typed: dict[str, Any] = http_filter["typed_config"]
+            return typed
+    raise EnvoyConfigError("the external listener has no ext_authz filter")
+
+
+def edit(
+    config: dict[str, Any],
+    *,
+    listen: Address | None = None,
+    internal_listen: Address | None = None,
+    admin: Address | None = None,
+    authz: Address | None = None,
+    upstream: Address | None = None,
+    authz_timeout: float | None = None,
+    drop_internal: bool = False,
+) -> dict[str, Any]:
+    """Return a copy of ``config`` with the given addresses; ``None`` keeps the file's value."""
+    out = copy.deepcopy(config)
+    if listen is not None:
+        _set_socket(listener(out, EXTERNAL_LISTENER), listen)
+    if drop_internal:
+        listener(out, INTERNAL_LISTENER)  # must exist: fail loudly on a renamed listener
+        out["static_resources"]["listeners"] = [
+            item for item in out["static_resources"]["listeners"]
+            if item.get("name") != INTERNAL_LISTENER
+        ]
+    elif internal_listen is not None:
+        _set_socket(listener(out, INTERNAL_LISTENER), internal_listen)
+    if admin is not None:
+        _set_socket(out["admin"], admin)
+    if authz is not None:
+        _set_endpoint(cluster(out, AUTHZ_CLUSTER), authz)
+    if upstream is not None:
+        _set_endpoint(cluster(out, UPSTREAM_CLUSTER), upstream)
+    if authz_timeout is not None:
+        if authz_timeout <= 0:
+            raise ValueError("authz_timeout must be positive")
+        ext_authz_filter(out)["grpc_service"]["timeout"] = f"{authz_timeout:.3f}s"
+    return out
+
+
+def dump(config: dict[str, Any]) -> str:
+    """YAML text for Envoy, with a note on where it came from."""
+    header = "# Rendered from envoy/envoy.yaml by extauthz.envoyconfig; edit that file, not this.\n"
+    return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False, width=120)
+
+
+def render(
+    listen: Address | None = None,
+    internal_listen: Address | None = None,
+    admin: Address | None = None,
+    authz: Address | None = None,
+    upstream: Address | None = None,
+    authz_timeout: float | None = None,
+    *,
+    drop_internal: bool = False,
+    source: Path | str | None = None,
+) -> str:
+    """The canonical Envoy config as YAML text with the given addresses (others unchanged)."""
+    return dump(
+        edit(
+            load(source),
+            listen=listen,
+            internal_listen=internal_listen,
+            admin=admin,
+            authz=authz,
+            upstream=upstream,
+            authz_timeout=authz_timeout,
+            drop_internal=drop_internal,
+        )
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m extauthz.envoyconfig``: render the config for other addresses."""
+    parser = argparse.ArgumentParser(
+        prog="python -m extauthz.envoyconfig",
+        description="Render envoy/envoy.yaml with other addresses (unset options keep the file's).",
+    )
+    parser.add_argument("--listen", type=parse_address, help="external listener HOST:PORT")
+    parser.add_argument("--internal-listen", type=parse_address, help="internal listener HOST:PORT")
+    parser.add_argument("--no-internal", action="store_true", help="drop the internal listener")
+    parser.add_argument("--admin", type=parse_address, help="admin HOST:PORT")
+    parser.add_argument("--authz", type=parse_address, help="extauthz gRPC server HOST:PORT")
+    parser.add_argument("--upstream", type=parse_address, help="Temporal frontend HOST:PORT")
+    parser.add_argument("--authz-timeout", type=float, help="ext_authz call timeout in seconds")
+    parser.add_argument(
+        "--source", type=Path, help=f"config to edit (default: ${ENV_VAR} or envoy/envoy.yaml)"
+    )
+    parser.add_argument("--out", type=Path, help="output file (default: stdout)")
+    args = parser.parse_args(argv)
+    try:
+        text = render(
+            listen=args.listen,
+            internal_listen=args.internal_listen,
+            admin=args.admin,
+            authz=args.authz,
+            upstream=args.upstream,
+            authz_timeout=args.authz_timeout,
+            drop_internal=args.no_internal,
+            source=args.source,
+        )
+    except (EnvoyConfigNotFound, EnvoyConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""The local development stack: Temporal behind Envoy and temporal-extauthz, on loopback.
+
+``./dev stack`` (or ``extauthz stack``, ``python -m extauthz.stack``) starts, in order:
+
+1. a Temporal dev server (``temporal server start-dev --headless``) on 127.0.0.1:7234 with the
+   namespaces ``default`` and ``payroll``, persisted in ``.stack/temporal.db``;
+2. the development OIDC issuer (``extauthz.devissuer``) on 127.0.0.1:8899 (its default, so
+   ``extauthz token`` finds it), keys in
+   ``.stack/issuer/``;
+3. the authz server (``python -m extauthz serve``) on 127.0.0.1:9191, trusting that issuer for
+   audience ``temporal``;
+4. Envoy from ``envoy/envoy.yaml`` on 127.0.0.1:7233, so the ``temporal`` CLI's default address
+   goes through authorization (admin on 127.0.0.1:9901, internal listener on 127.0.0.1:7235).
+
+It checks that an allowed call passes and a denied one is refused, prints what runs where with
+copy-paste examples, and runs until Ctrl-C or SIGTERM, then stops everything (Envoy first).
+Logs, rendered config and state are in ``.stack/`` (gitignored); ``.stack/stack.json`` records
+the addresses. If a component dies, the others are stopped and the exit status is 1.
+
+Development only: the issuer mints any token for anyone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from extauthz import devissuer, envoyconfig, procs
+from extauthz.procs import LOOPBACK, ManagedProcess
+
+DESCRIBE_NAMESPACE = "/temporal.api.workflowservice.v1.WorkflowService/DescribeNamespace"
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Where the stack's components listen, and where its state goes."""
+
+    state_dir: Path = field(default_factory=lambda: Path(".stack"))
+    host: str = LOOPBACK
+    envoy_port: int = 7233
+    temporal_port: int = 7234
+    internal_port: int = 7235
+    authz_port: int = 9191
+    admin_port: int = 9901
+    issuer_port: int = devissuer.DEFAULT_PORT
+    namespaces: tuple[str, ...] = ("default", "payroll")
+    persist: bool = True
+
+    @property
+    def issuer_url(self) -> str:
+        """The dev issuer's URL (its ``iss``)."""
+        return f"http://{self.host}:{self.issuer_port}"
+
+    def address(self, port: int) -> tuple[str, int]:
+        """``(host, port)``."""
+        return (self.host, port)
+
+
+def _tool(name: str) -> str:
+    """How to spell a venv tool in a copy-paste example (relative to the cwd when possible)."""
+    candidate = Path(sys.executable).parent / name
+    if not candidate.is_file():
+        return name
+    try:
+        return str(candidate.relative_to(Path.cwd()))
+    except ValueError:
+        return str(candidate)
+
+
+def _check_ports_free(config: StackConfig) -> None:
+    taken = [
+        f"{config.host}:{port} ({what})"
+        for what, port in (
+            ("Envoy", config.envoy_port),
+            ("Temporal", config.temporal_port),
+            ("Envoy internal", config.internal_port),
+            ("extauthz", config.authz_port),
+            ("Envoy admin", config.admin_port),
+            ("dev issuer", config.issuer_port),
+        )
+        if procs.port_open(config.host, port)
+    ]
+    if taken:
+        raise RuntimeError(
+            "ports already in use: " + ", ".join(taken)
+            + " (another stack or `temporal server start-dev` running?)"
+        )
+
+
+def _describe(target: str, token: str | None, namespace: str) -> str:
+    """DescribeNamespace through ``target``: the gRPC status name."""
+    import grpc
+    from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
+
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(DESCRIBE_NAMESPACE)
+        try:
+            call(rr.DescribeNamespaceRequest(namespace=namespace).SerializeToString(),
+                 timeout=10, metadata=metadata)
+        except grpc.RpcError as err:
+            code = err.code()
+            return str(code.name)
+    return "OK"
+
+
+def self_check(config: StackConfig) -> list[str]:
+    """Problems found by one allowed and two denied calls through Envoy (empty: all good)."""
+    target = f"{config.host}:{config.envoy_port}"
+    reader = procs.mint_token(config.issuer_url, {"sub": "stack-check",
+                                                  "permissions": ["default:read"]})
+    problems = []
+    expected = (
+        (reader, "default", "OK"),
+        (reader, "payroll", "PERMISSION_DENIED"),
+        (None, "default", "UNAUTHENTICATED"),
+    )
+    for token, namespace, want in expected:
+        got = _describe(target, token, namespace)
+        if got != want:
+            who = "a default:read token" if token else "no token"
+            problems.append(f"DescribeNamespace {namespace} with {who}: {got}, expected {want}")
+    return problems
+
+
+def banner(config: StackConfig) -> str:
+    """What runs where, and copy-paste examples."""
+    temporal, extauthz = shlex.quote(_tool("temporal")), shlex.quote(_tool("extauthz"))
+    h = config.host
+    # `extauthz token` finds the issuer by itself when it is at its default address
+    token = f"{extauthz} token"
+    if config.issuer_url != devissuer.default_url():
+        token += f" --issuer {config.issuer_url}"
+    return f"""
+temporal-extauthz local stack is up (development only).
+
+  Envoy (authorized)    {h}:{config.envoy_port}   <- point clients here (the temporal CLI default)
+  Temporal frontend     {h}:{config.temporal_port}   (direct, NO authorization)
+  Envoy internal        {h}:{config.internal_port}   (cluster-internal listener, NO authorization)
+  extauthz (gRPC)       {h}:{config.authz_port}
+  dev OIDC issuer       {config.issuer_url}
+  Envoy admin           http://{h}:{config.admin_port}
+  namespaces            {", ".join(config.namespaces)}
+  logs and state        {config.state_dir}/
+
+Allowed (alice may read default):
+  {temporal} workflow list --namespace default --tls=false \\
+    --api-key "$({token} --sub alice --permissions default:read)"
+
+Denied with PermissionDenied (alice may not read payroll):
+  {temporal} workflow list --namespace payroll --tls=false \\
+    --api-key "$({token} --sub alice --permissions default:read)"
+
+Denied with Unauthenticated (no token):
+  {temporal} operator namespace describe --namespace default
+
+A worker's token (write on payroll):
+  {token} --sub payroll-worker --permissions payroll:write
+
+`--tls=false` (or `export TEMPORAL_TLS=false`) is needed because the CLI turns TLS on whenever
+an API key is given, and this loopback stack speaks plain h2c.
+
+Ctrl-C stops everything.
+"""
+
+
+class Stack:
+    """The running components, started in order and stopped in reverse."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.processes: list[ManagedProcess] = []
+
+    def start(self, say: Callable[[str], None]) -> None:
+        """Start every component; on failure stop the ones already started and re-raise."""
+        c = self.config
+        state = c.state_dir.resolve()
+        logs = state / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        _check_ports_free(c)
+        try:
+            say(f"starting Temporal dev server on {c.host}:{c.temporal_port} ...")
+            self.processes.append(procs.start_temporal_dev_server(
+                c.temporal_port, host=c.host, namespaces=c.namespaces,
+                log_path=logs / "temporal.log",
+                db_filename=state / "temporal.db" if c.persist else None,
+            ))
+            say(f"starting dev issuer on {c.issuer_url} ...")
+            (state / "issuer").mkdir(exist_ok=True)
+            self.processes.append(procs.start_issuer(
+                c.issuer_port, host=c.host, state_dir=state / "issuer",
+                log_path=logs / "issuer.log",
+            ))
+            say(f"starting extauthz on {c.host}:{c.authz_port} ...")
+            authz = c.address(c.authz_port)
+            env = procs.extauthz_env(listen=authz, issuer_url=c.issuer_url)
+            self.processes.append(procs.start_extauthz(
+                env, listen=authz, log_path=logs / "extauthz.log"))
+            say(f"starting Envoy on {c.host}:{c.envoy_port} ...")
+            admin = c.address(c.admin_port)
+            text = envoyconfig.render(
+                listen=c.address(c.envoy_port),
+                internal_listen=c.address(c.internal_port),
+                admin=admin,
+                authz=authz,
+                upstream=c.address(c.temporal_port),
+            )
+            self.processes.append(procs.start_envoy(
+                text, config_path=state / "envoy.yaml", log_path=logs / "envoy.log",
+                admin=admin))
+        except BaseException:
+            self.stop()
+            raise
+        info = {key: str(value) if isinstance(value, Path) else value
+                for key, value in asdict(c).items()}
+        info["state_dir"] = str(state)
+        info["issuer_url"] = c.issuer_url
+        info["pids"] = {p.name: p.pid for p in self.processes}
+        (state / "stack.json").write_text(json.dumps(info, indent=2) + "\n")
+
+    def dead(self) -> list[ManagedProcess]:
+        """Components that exited."""
+        return [p for p in self.processes if not p.running()]
+
+    def stop(self) -> None:
+        """Stop every component, the last started first."""
+        for proc in reversed(self.processes):
+            proc.stop()
+        self.processes.clear()
+
+
+def run(config: StackConfig | None = None, *, check: bool = True) -> int:
+    """Run the stack in the foreground until Ctrl-C/SIGTERM (0) or a component dies (1)."""
+    config = config or StackConfig()
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stack = Stack(config)
+    try:
+        try:
+            stack.start(say)
+        except (procs.StartupError, RuntimeError, FileNotFoundError) as exc:
+            print(f"stack: could not start: {exc}", file=sys.stderr)
+            return 1
+        if check:
+            problems = self_check(config)
+            if problems:
+                print("stack: self-check failed:\n  " + "\n  ".join(problems), file=sys.stderr)
+                return 1
+            say("self-check: allowed call passed, denied calls refused")
+        say(banner(config))
+        while not stop.wait(0.5):
+            dead = stack.dead()
+            if dead:
+                for proc in dead:
+                    print(f"stack: {proc.name} exited with status {proc.returncode}\n"
+                          f"{proc.log_tail()}", file=sys.stderr)
+                return 1
+        say("stopping ...")
+        return 0
+    finally:
+        stack.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m extauthz.stack``."""
+    defaults = StackConfig()
+    parser = argparse.ArgumentParser(prog="python -m extauthz.stack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--state-dir", type=Path, default=defaults.state_dir)
+    for name in ("envoy", "temporal", "internal", "authz", "admin", "issuer"):
+        parser.add_argument(f"--{name}-port", type=int, default=getattr(defaults, f"{name}_port"))
+    parser.add_argument("--namespace", action="append", dest="namespaces",
+                        help="a namespace to create (repeatable; default: default, payroll)")
+    parser.add_argument("--in-memory", action="store_true",
+                        help="do not persist Temporal state in the state dir")
+    parser.add_argument("--no-check", action="store_true", help="skip the start-up self-check")
+    args = parser.parse_args(argv)
+    namespaces = tuple(dict.fromkeys(["default", *(args.namespaces or defaults.namespaces)]))
+    config = StackConfig(
+        state_dir=args.state_dir,
+        envoy_port=args.envoy_port,
+        temporal_port=args.temporal_port,
+        internal_port=args.internal_port,
+        authz_port=args.authz_port,
+        admin_port=args.admin_port,
+        issuer_port=args.issuer_port,
+        namespaces=namespaces,
+        persist=not args.in_memory,
+    )
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    return run(config, check=not args.no_check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Real components for e2e tests: Envoy rendered from ``envoy/envoy.yaml``, the Temporal dev
+server, the development issuer and the authz server, each on free loopback ports.
+
+Fixtures in ``tests/e2e/conftest.py`` wrap these; tests that need a private instance (a stopped
+authz server, a recorder behind Envoy) call them directly and stop them in ``finally``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from extauthz import envoyconfig, procs
+from extauthz.procs import LOOPBACK, ManagedProcess, free_port
+
+Address = tuple[str, int]
+
+_counter = itertools.count()
+
+# Namespaces the e2e Temporal server creates (plus "default").
+NAMESPACES = ("default", "payroll", "other")
+AUDIENCE = "temporal"
+
+
+def target(address: Address) -> str:
+    """``host:port`` for a gRPC client."""
+    return f"{address[0]}:{address[1]}"
+
+
+@dataclass
+class EnvoyInstance:
+    """A running Envoy rendered from the canonical config."""
+
+    proc: ManagedProcess
+    listen: Address
+    internal_listen: Address
+    admin: Address
+    config_path: Path
+
+    @property
+    def target(self) -> str:
+        """The external (authorized) listener, for gRPC clients."""
+        return target(self.listen)
+
+    @property
+    def internal_target(self) -> str:
+        """The internal (unauthorized) listener."""
+        return target(self.internal_listen)
+
+    def stats(self) -> dict[str, int]:
+        """Envoy's counters and gauges from the admin endpoint."""
+        status, body = procs.http_get(
+            f"http://{self.admin[0]}:{self.admin[1]}/stats?format=json"
+        )
+        assert status == 200, body
+        out: dict[str, int] = {}
+        for item in json.loads(body)["stats"]:
+            if "value" in item:
+                out[item["name"]] = int(item["value"])
+        return out
+
+    def stop(self) -> None:
+        """Stop Envoy."""
+        self.proc.stop()
+
+
+def start_envoy(
+    workdir: Path,
+    *,
+    authz: Address,
+    upstream: Address,
+    authz_timeout: float | None = None,
+) -> EnvoyInstance:
+    """Envoy from ``envoy/envoy.yaml`` with every address moved to a free loopback port."""
+    n = next(_counter)
+    listen = (LOOPBACK, free_port())
+    internal = (LOOPBACK, free_port())
+    admin = (LOOPBACK, free_port())
+    text = envoyconfig.render(
+        listen=listen,
+        internal_listen=internal,
+        admin=admin,
+        authz=authz,
+        upstream=upstream,
+        authz_timeout=authz_timeout,
+    )
+    config_path = workdir / f"envoy-{n}.yaml"
+    proc = procs.start_envoy(
+        text, config_path=config_path, log_path=workdir / f"envoy-{n}.log", admin=admin
+    )
+    return EnvoyInstance(proc, listen, internal, admin, config_path)
+
+
+@dataclass
+class TemporalInstance:
+    """A running Temporal dev server (in memory)."""
+
+    proc: ManagedProcess
+    address: Address
+
+    @property
+    def target(self) -> str:
+        """The frontend, directly (no Envoy, no authz)."""
+        return target(self.address)
+
+
+def start_temporal(workdir: Path) -> TemporalInstance:
+    """``temporal server start-dev`` with the e2e namespaces, on a free port."""
+    address = (LOOPBACK, free_port())
+    proc = procs.start_temporal_dev_server(
+        address[1], log_path=workdir / "temporal.log", namespaces=NAMESPACES
+    )
+    return TemporalInstance(proc, address)
+
+
+@dataclass
+class IssuerInstance:
+    """The development OIDC issuer."""
+
+    proc: ManagedProcess
+    url: str
+
+    def mint(self, **claims: Any) -> str:
+        """A signed token with ``claims`` (the issuer fills iss/aud/exp/iat defaults)."""
+        return procs.mint_token(self.url, claims)
+
+
+def start_issuer(workdir: Path) -> IssuerInstance:
+    """The development issuer on a free port, with its state in ``workdir``."""
+    port = free_port()
+    state = workdir / "issuer-state"
+    state.mkdir(parents=True, exist_ok=True)
+    proc = procs.start_issuer(port, log_path=workdir / "issuer.log", state_dir=state)
+    return IssuerInstance(proc, f"http://{LOOPBACK}:{port}")
+
+
+@dataclass
+class ExtauthzInstance:
+    """A running ``python -m extauthz serve``."""
+
+    proc: ManagedProcess
+    address: Address
+
+    @property
+    def target(self) -> str:
+        """Its gRPC address."""
+        return target(self.address)
+
+
+def start_extauthz(
+    workdir: Path,
+    issuer_url: str,
+    *,
+    name: str = "extauthz",
+    extra_env: Mapping[str, str] | None = None,
+) -> ExtauthzInstance:
+    """The authz server trusting ``issuer_url`` for audience ``temporal``, on a free port."""
+    address = (LOOPBACK, free_port())
+    env = procs.extauthz_env(
+        listen=address, issuer_url=issuer_url, audience=AUDIENCE, extra=extra_env
+    )
+    proc = procs.start_extauthz(env, listen=address, log_path=workdir / f"{name}.log")
+    return ExtauthzInstance(proc, address)

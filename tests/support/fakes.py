@@ -1,0 +1,191 @@
+"""In-process fakes for testing Envoy itself: a recording ext_authz server and a recording
+upstream. Both are real gRPC servers (grpcio, h2c) on free loopback ports, so Envoy talks to them
+exactly as it talks to the real authz server and to Temporal."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+
+from extauthz.procs import LOOPBACK, free_port
+
+
+@dataclass(frozen=True)
+class SeenCheck:
+    """What the authorizer was asked."""
+
+    path: str
+    method: str
+    headers: dict[str, str]
+    raw_body: bytes
+    request_id: str
+
+
+@dataclass
+class Decision:
+    """What the recorder answers: allow (optionally adding headers) or deny with an HTTP status."""
+
+    allow: bool = False
+    status: int = 403
+    body: str = "recorder: denied"
+    add_headers: Sequence[tuple[str, str]] = ()
+    delay: float = 0.0
+
+
+class RecordingAuthz(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    """``envoy.service.auth.v3.Authorization`` that records every Check and answers ``decision``
+    (deny by default)."""
+
+    def __init__(self) -> None:
+        self.decision = Decision()
+        self._lock = threading.Lock()
+        self._seen: list[SeenCheck] = []
+        self.port = free_port()
+        self.address = (LOOPBACK, self.port)
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=8),
+            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+        )
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(self, self._server)
+        self._server.add_insecure_port(f"{LOOPBACK}:{self.port}")
+
+    def start(self) -> RecordingAuthz:
+        """Start serving."""
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving (connections are closed at once)."""
+        self._server.stop(grace=None)
+
+    @property
+    def seen(self) -> list[SeenCheck]:
+        """A snapshot of the checks so far."""
+        with self._lock:
+            return list(self._seen)
+
+    def clear(self) -> None:
+        """Forget the checks so far."""
+        with self._lock:
+            self._seen.clear()
+
+    def Check(
+        self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
+    ) -> external_auth_pb2.CheckResponse:
+        http = request.attributes.request.http
+        with self._lock:
+            self._seen.append(
+                SeenCheck(
+                    path=http.path,
+                    method=http.method,
+                    headers=dict(http.headers),
+                    raw_body=bytes(http.raw_body),
+                    request_id=http.id,
+                )
+            )
+        decision = self.decision
+        if decision.delay:
+            time.sleep(decision.delay)
+        if decision.allow:
+            return external_auth_pb2.CheckResponse(
+                status=status_pb2.Status(code=code_pb2.OK),
+                ok_response=external_auth_pb2.OkHttpResponse(
+                    headers=[
+                        base_pb2.HeaderValueOption(
+                            header=base_pb2.HeaderValue(key=key, value=value),
+                            append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+                        )
+                        for key, value in decision.add_headers
+                    ]
+                ),
+            )
+        code = code_pb2.UNAUTHENTICATED if decision.status == 401 else code_pb2.PERMISSION_DENIED
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=code, message=decision.body),
+            denied_response=external_auth_pb2.DeniedHttpResponse(
+                status=http_status_pb2.HttpStatus(code=decision.status),
+                body=decision.body,
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class SeenCall:
+    """A call that reached the upstream."""
+
+    method: str
+    metadata: dict[str, list[str]]
+    body: bytes
+
+
+@dataclass
+class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
+    record: Callable[[SeenCall], None]
+    reply: Callable[[], bytes]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method = str(handler_call_details.method)
+        metadata: dict[str, list[str]] = {}
+        for key, value in handler_call_details.invocation_metadata:
+            metadata.setdefault(str(key), []).append(
+                value.decode("latin-1") if isinstance(value, bytes) else str(value)
+            )
+
+        def unary(body: bytes, context: grpc.ServicerContext) -> bytes:
+            self.record(SeenCall(method=method, metadata=metadata, body=body))
+            return self.reply()
+
+        return grpc.unary_unary_rpc_method_handler(unary)
+
+
+class RecordingUpstream:
+    """A gRPC server that accepts ANY method path, records it and answers an empty message."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: list[SeenCall] = []
+        self.port = free_port()
+        self.address = (LOOPBACK, self.port)
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=8),
+            options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+        )
+        self._server.add_generic_rpc_handlers([_Handler(self._record, lambda: b"")])
+        self._server.add_insecure_port(f"{LOOPBACK}:{self.port}")
+
+    def _record(self, call: SeenCall) -> None:
+        with self._lock:
+            self._seen.append(call)
+
+    def start(self) -> RecordingUpstream:
+        """Start serving."""
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.stop(grace=None)
+
+    @property
+    def seen(self) -> list[SeenCall]:
+        """A snapshot of the calls so far."""
+        with self._lock:
+            return list(self._seen)
+
+    def clear(self) -> None:
+        """Forget the calls so far."""
+        with self._lock:
+            self._seen.clear()
