@@ -142,7 +142,8 @@ class _Reader:
 
 
 def _claims(r: _Reader) -> ClaimMapping:
-    c = _Reader(r.data.get("claims", {}) or {}, r.key("claims"), r.source)
+    raw = r.data.get("claims")
+    c = _Reader({} if raw is None else raw, r.key("claims"), r.source)
     r.used.add("claims")
     regex = c.get("permissions_regex", str, "") or None
     if regex is not None and (problem := validate_regex(regex)):

@@ -68,16 +68,29 @@ class Extract(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class MessagePlan:
+    """What the scanner reads in one message.
+
+    ``oneofs`` maps every field number that belongs to a oneof holding a planned field to that
+    oneof's index, planned or not: setting another member discards the earlier one, exactly as
+    a protobuf parser does, so the scanner must see those members too.
+    """
+
+    fields: Mapping[int, FieldPlan] = field(default_factory=dict)
+    oneofs: Mapping[int, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.fields)
+
+
+@dataclass(frozen=True, slots=True)
 class FieldPlan:
     """How the scanner treats one field number of one message."""
 
     extract: Extract
     repeated: bool = False
-    children: Mapping[int, FieldPlan] = field(default_factory=dict)
+    children: MessagePlan = field(default_factory=MessagePlan)
     name: str = ""
-
-
-MessagePlan = Mapping[int, FieldPlan]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +114,18 @@ def _is_repeated(fd: FieldDescriptor) -> bool:
     return bool(getattr(fd, "label", 0) == FieldDescriptor.LABEL_REPEATED)
 
 
-def _plan(desc: Descriptor, top: bool, stack: tuple[str, ...]) -> dict[int, FieldPlan]:
-    plan: dict[int, FieldPlan] = {}
+def _plan(desc: Descriptor, top: bool, stack: tuple[str, ...]) -> MessagePlan:
+    fields: dict[int, FieldPlan] = {}
     for fd in desc.fields:
         entry = _plan_field(desc, fd, top, stack)
         if entry is not None:
-            plan[fd.number] = entry
-    return plan
+            fields[fd.number] = entry
+    oneofs: dict[int, int] = {}
+    for index, oneof in enumerate(desc.oneofs):
+        numbers = [fd.number for fd in oneof.fields]
+        if len(numbers) > 1 and any(n in fields for n in numbers):
+            oneofs.update(dict.fromkeys(numbers, index))
+    return MessagePlan(fields, oneofs)
 
 
 def _plan_field(
@@ -134,7 +152,7 @@ def _plan_field(
     if msg.GetOptions().map_entry or msg.full_name in stack or len(stack) >= _MAX_DEPTH:
         return None
     children = _plan(msg, False, (*stack, msg.full_name))
-    if not children:
+    if not children.fields:
         return None
     return FieldPlan(Extract.MESSAGE, repeated, children, name=fd.name)
 
@@ -176,17 +194,18 @@ def table() -> Mapping[str, MethodEntry]:
                 f"{service}/{name} is in the installed temporalio but has no scope/access fact; "
                 "update extauthz/data/temporal-api-access.csv"
             )
-        plan = _plan(desc, True, (desc.full_name,)) if desc is not None else {}
-        ns_field = next((n for n, p in plan.items() if p.extract is Extract.NAMESPACE), None)
-        id_field = next((n for n, p in plan.items() if p.extract is Extract.NAMESPACE_ID), None)
+        plan = _plan(desc, True, (desc.full_name,)) if desc is not None else MessagePlan()
+        tops = plan.fields.items()
+        ns_field = next((n for n, p in tops if p.extract is Extract.NAMESPACE), None)
+        id_field = next((n for n, p in tops if p.extract is Extract.NAMESPACE_ID), None)
         method = Method(service, name, fact[0], fact[1], ns_field, id_field)
         entries[method.path] = MethodEntry(method, plan, req_type)
     for (service, name), (scope, access) in facts.items():
         if service == ADMIN_SERVICE:  # no descriptors shipped; cluster/admin as a whole
             method = Method(service, name, scope, access)
-            entries[method.path] = MethodEntry(method, {})
+            entries[method.path] = MethodEntry(method, MessagePlan())
     health = Method(HEALTH_SERVICE, "Check", Scope.HEALTH, Access.READ_ONLY)
-    entries[health.path] = MethodEntry(health, {})
+    entries[health.path] = MethodEntry(health, MessagePlan())
     return entries
 
 

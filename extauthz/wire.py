@@ -16,7 +16,6 @@ field we read, a non-UTF-8 string, a truncated varint), raises ``BodyError``: th
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from extauthz.methods import Extract, FieldPlan, MessagePlan
@@ -26,6 +25,8 @@ FRAME_HEADER = 5
 WT_VARINT, WT_I64, WT_LEN, WT_SGROUP, WT_EGROUP, WT_I32 = 0, 1, 2, 3, 4, 5
 TASK_QUEUE_KIND_STICKY = 2
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# ~0.3 s of CPU at worst; a real RespondWorkflowTaskCompleted with 10,000 commands uses ~150,000
+DEFAULT_SCAN_BUDGET = 1_000_000
 
 
 class BodyError(Exception):
@@ -45,6 +46,17 @@ class Extracted:
     namespace_id: str = ""
     other_namespaces: list[str] = field(default_factory=list)
     task_queues: list[str] = field(default_factory=list)
+    # fields and messages the scan may still visit: bounds the CPU one request can cost
+    budget: int = DEFAULT_SCAN_BUDGET
+
+    def spend(self, units: int) -> None:
+        """Charge the scan budget; a request over it is refused, never half-read."""
+        self.budget -= units
+        if self.budget < 0:
+            raise BodyError(
+                Reason.BODY_TOO_LARGE,
+                f"the request has more than {DEFAULT_SCAN_BUDGET} protobuf fields to inspect",
+            )
 
 
 def unframe(
@@ -140,9 +152,11 @@ def _skip(buf: memoryview, pos: int, end: int, wire_type: int) -> int:
     return pos
 
 
-def _fields(buf: memoryview, start: int, end: int) -> list[tuple[int, int, int, int]]:
+def _fields(
+    buf: memoryview, start: int, end: int, out: Extracted
+) -> list[tuple[int, int, int, int]]:
     """Every (field number, wire type, value start, value end) of a message, in order."""
-    out: list[tuple[int, int, int, int]] = []
+    fields: list[tuple[int, int, int, int]] = []
     pos = start
     while pos < end:
         key, pos = _varint(buf, pos, end)
@@ -154,12 +168,13 @@ def _fields(buf: memoryview, start: int, end: int) -> list[tuple[int, int, int, 
             pos = vstart + size
             if pos > end:
                 raise BodyError(Reason.MALFORMED_BODY, "protobuf field runs past the message end")
-            out.append((number, wire_type, vstart, pos))
+            fields.append((number, wire_type, vstart, pos))
         else:
             vstart = pos
             pos = _skip(buf, pos, end, wire_type)
-            out.append((number, wire_type, vstart, pos))
-    return out
+            fields.append((number, wire_type, vstart, pos))
+    out.spend(len(fields) + 1)
+    return fields
 
 
 def _string(buf: memoryview, start: int, end: int, what: str) -> str:
@@ -175,12 +190,12 @@ def _wrong_type(plan: FieldPlan) -> BodyError:
     )
 
 
-def _task_queue(buf: memoryview, chunks: list[tuple[int, int]]) -> str:
+def _task_queue(buf: memoryview, chunks: list[tuple[int, int]], out: Extracted) -> str:
     """The real queue a ``TaskQueue`` message names, its occurrences merged."""
     name = normal = ""
     kind = 0
     for start, end in chunks:
-        for number, wt, vs, ve in _fields(buf, start, end):
+        for number, wt, vs, ve in _fields(buf, start, end, out):
             if number in (1, 3):
                 if wt != WT_LEN:
                     raise BodyError(Reason.MALFORMED_BODY, "task queue name has the wrong type")
@@ -192,7 +207,8 @@ def _task_queue(buf: memoryview, chunks: list[tuple[int, int]]) -> str:
             elif number == 2:
                 if wt != WT_VARINT:
                     raise BodyError(Reason.MALFORMED_BODY, "task queue kind has the wrong type")
-                kind = _varint(buf, vs, ve)[0]
+                # an enum is an int32 on the wire: parsers keep the low 32 bits
+                kind = _varint(buf, vs, ve)[0] & 0xFFFFFFFF
     if kind == TASK_QUEUE_KIND_STICKY and normal:
         return normal
     return name
@@ -208,11 +224,23 @@ def scan(buf: memoryview, plan: MessagePlan) -> Extracted:
 def _scan_message(
     buf: memoryview, chunks: list[tuple[int, int]], plan: MessagePlan, out: Extracted
 ) -> None:
-    """Scan one message given as the chunks of all its occurrences (merged in order)."""
+    """Scan one message given as the chunks of all its occurrences (merged in order).
+
+    Singular fields are gathered across occurrences (last scalar wins, messages merge);
+    setting a member of a oneof discards what an earlier, different member gathered.
+    """
+    fields, oneofs = plan.fields, plan.oneofs
     singular: dict[int, list[tuple[int, int]]] = {}
+    current: dict[int, int] = {}  # oneof index -> member last set
     for start, end in chunks:
-        for number, wt, vs, ve in _fields(buf, start, end):
-            p = plan.get(number)
+        for number, wt, vs, ve in _fields(buf, start, end, out):
+            group = oneofs.get(number)
+            if group is not None:
+                previous = current.get(group)
+                if previous is not None and previous != number:
+                    singular.pop(previous, None)
+                current[group] = number
+            p = fields.get(number)
             if p is None:
                 continue
             if wt != WT_LEN:
@@ -222,7 +250,7 @@ def _scan_message(
             else:
                 singular.setdefault(number, []).append((vs, ve))
     for number, occurrences in singular.items():
-        _take(buf, plan[number], occurrences, out)
+        _take(buf, fields[number], occurrences, out)
 
 
 def _take(buf: memoryview, p: FieldPlan, chunks: list[tuple[int, int]], out: Extracted) -> None:
@@ -230,8 +258,7 @@ def _take(buf: memoryview, p: FieldPlan, chunks: list[tuple[int, int]], out: Ext
     if kind is Extract.MESSAGE:
         _scan_message(buf, chunks, p.children, out)
     elif kind is Extract.TASK_QUEUE:
-        queue = _task_queue(buf, chunks)
-        out.task_queues.append(queue)
+        out.task_queues.append(_task_queue(buf, chunks, out))
     else:
         start, end = chunks[-1]  # a singular string: the last occurrence wins
         value = _string(buf, start, end, p.name)
@@ -243,8 +270,3 @@ def _take(buf: memoryview, p: FieldPlan, chunks: list[tuple[int, int]], out: Ext
             out.namespace_id = value
         else:
             out.task_queues.append(value)
-
-
-def plan_is_empty(plan: Mapping[int, FieldPlan]) -> bool:
-    """True when nothing in the body matters to the decision."""
-    return not plan

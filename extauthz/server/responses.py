@@ -36,7 +36,7 @@ def check_input(request: external_auth_pb2.CheckRequest) -> CheckInput:
     body = http.raw_body
     if not body and http.body:
         raise BodyNotBytesError
-    return CheckInput(path=http.path, headers=headers, body=body, method=http.method or "POST")
+    return CheckInput(path=http.path, headers=headers, body=body, method=http.method)
 
 
 class ResponseBuilder:
