@@ -8,3 +8,23 @@ This package is the only network client of the project. Its public surface:
 - ``VerifiedToken``: the verified claims and the issuer they came from.
 - ``Authenticator``: ``await start()``, ``ready()``, ``await verify(token)``, ``await close()``.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from extauthz.auth.types import AuthError, IssuerConfig, VerifiedToken
+
+if TYPE_CHECKING:
+    from extauthz.auth.authenticator import Authenticator
+
+__all__ = ["AuthError", "Authenticator", "IssuerConfig", "VerifiedToken"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``Authenticator`` lazily: ``extauthz.auth.types`` stays free of network imports."""
+    if name == "Authenticator":
+        from extauthz.auth.authenticator import Authenticator
+
+        return Authenticator
+    raise AttributeError(name)

@@ -1,0 +1,376 @@
+"""The key store of one issuer: OIDC discovery, JWK Set fetches, background refresh.
+
+Everything here runs on the event loop without blocking it (``httpx.AsyncClient``; ``file://``
+reads go to a thread). Each fetch has one total deadline (``fetch_timeout_seconds`` around the
+whole exchange, not per read) and a byte cap (``max_fetch_bytes``, streamed and aborted).
+
+Lifecycle:
+
+- ``run()`` loads the keys, then refreshes every ``refresh_interval_seconds`` or the response's
+  ``Cache-Control: max-age`` clamped to [min, max]; after a failure it retries sooner (backoff
+  from ``min_refresh_interval_seconds``) and keeps the last good keys.
+- After ``max_stale_seconds`` without a good fetch the keys are unusable (KEYS_UNAVAILABLE, 503).
+- ``keys_for(kid)`` on an unknown ``kid`` triggers at most one refetch per
+  ``unknown_kid_refetch_seconds``; concurrent callers await the same fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import structlog
+
+from extauthz.auth.keys import InvalidJwks, KeyEntry, KeySet, parse_jwks
+from extauthz.auth.types import AuthError, IssuerConfig
+from extauthz.model import STATUS_UNAVAILABLE, Reason
+
+log = structlog.get_logger(__name__)
+
+_MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
+
+
+class FetchResult(enum.StrEnum):
+    """Outcome of one key fetch (the ``result`` label of the fetch counter)."""
+
+    OK = "ok"
+    TIMEOUT = "timeout"
+    NETWORK_ERROR = "network_error"
+    HTTP_STATUS = "http_status"
+    TOO_LARGE = "too_large"
+    INVALID = "invalid"  # not JSON, not a JWK Set / discovery document
+    ISSUER_MISMATCH = "issuer_mismatch"  # discovery document names another issuer
+    NO_USABLE_KEYS = "no_usable_keys"
+    ERROR = "error"  # anything unexpected
+
+
+OnFetch = Callable[[str, str], None]
+
+
+class FetchError(Exception):
+    """A fetch failed; ``result`` is the counter label, the message is safe to log."""
+
+    def __init__(self, result: FetchResult, message: str):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A fetched JSON document and its freshness hint."""
+
+    document: Any
+    max_age: float | None
+
+
+def check_url(url: str, issuer: IssuerConfig, *, allow_file: bool) -> None:
+    """Refuse URL schemes the configuration does not allow (``ValueError`` naming the issuer)."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "https" or (scheme == "http" and issuer.allow_insecure_http):
+        return
+    if scheme == "file" and allow_file:
+        return
+    allowed = "https" + (", file" if allow_file else "")
+    raise ValueError(
+        f"issuer {issuer.issuer}: URL {url!r} has scheme {scheme!r}; allowed: {allowed}"
+        + ("" if issuer.allow_insecure_http else " (http needs allow_insecure_http)")
+    )
+
+
+def discovery_url(issuer: str) -> str:
+    """``<issuer>/.well-known/openid-configuration`` (one trailing slash stripped)."""
+    base = issuer[:-1] if issuer.endswith("/") else issuer
+    return base + "/.well-known/openid-configuration"
+
+
+def parse_max_age(cache_control: str | None) -> float | None:
+    """``max-age`` seconds from a ``Cache-Control`` header, if any."""
+    if not cache_control:
+        return None
+    match = _MAX_AGE.search(cache_control)
+    return float(match.group(1)) if match else None
+
+
+class KeyStore:
+    """The keys of one issuer and the state behind its metrics and health."""
+
+    def __init__(
+        self,
+        config: IssuerConfig,
+        client: httpx.AsyncClient,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_fetch: OnFetch | None = None,
+    ):
+        for uri in config.jwks_uris:
+            check_url(uri, config, allow_file=True)
+        if not config.jwks_uris:
+            check_url(config.issuer, config, allow_file=False)
+        self.config = config
+        self.issuer = config.issuer
+        self._client = client
+        self._clock = clock
+        self._on_fetch = on_fetch
+        self.keyset = KeySet()
+        self.generation = 0  # bumped when a refresh removes or replaces a key
+        self.last_good_fetch: float | None = None
+        self.last_error: str | None = None
+        self.fetch_counts: Counter[str] = Counter()
+        self.consecutive_failures = 0
+        self.loaded = asyncio.Event()
+        self._jwks_uris: tuple[str, ...] = config.jwks_uris
+        self._inflight: asyncio.Task[bool] | None = None
+        self._last_on_demand: float | None = None
+        self._next_delay = config.refresh_interval_seconds
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def keys_loaded(self) -> int:
+        """How many usable keys the store holds."""
+        return len(self.keyset.keys)
+
+    def usable(self) -> bool:
+        """Keys were loaded and the last good fetch is no older than ``max_stale_seconds``."""
+        last = self.last_good_fetch
+        return last is not None and self._clock() - last <= self.config.max_stale_seconds
+
+    def unavailable(self) -> AuthError:
+        """The KEYS_UNAVAILABLE error for this issuer, saying why."""
+        if self.last_good_fetch is None:
+            why = "no JWK Set loaded yet"
+        else:
+            age = self._clock() - self.last_good_fetch
+            why = (f"no successful JWK Set fetch for {age:.0f} s "
+                   f"(max_stale_seconds {self.config.max_stale_seconds:g})")
+        if self.last_error:
+            why += f"; last error: {self.last_error}"
+        return AuthError(
+            Reason.KEYS_UNAVAILABLE, f"keys of issuer {self.issuer} unavailable: {why}",
+            STATUS_UNAVAILABLE,
+        )
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    async def keys_for(self, kid: str | None) -> tuple[KeyEntry, ...]:
+        """Candidate keys for a token's ``kid``, refetching (rate-limited) when unknown.
+
+        Raises:
+            AuthError: KEYS_UNAVAILABLE when the store has no usable keys; the caller turns an
+                empty result into UNKNOWN_KEY.
+        """
+        if self.usable():
+            found = self.keyset.candidates(kid)
+            if found:
+                return found
+        if self._inflight is not None and not self._inflight.done():
+            await asyncio.shield(self._inflight)
+        elif self._may_refetch_now():
+            await self.refresh()
+        if not self.usable():
+            raise self.unavailable()
+        return self.keyset.candidates(kid)
+
+    def _may_refetch_now(self) -> bool:
+        now = self._clock()
+        last = self._last_on_demand
+        if last is not None and now - last < self.config.unknown_kid_refetch_seconds:
+            return False
+        self._last_on_demand = now
+        return True
+
+    # -- fetching ----------------------------------------------------------------------------
+
+    async def refresh(self) -> bool:
+        """Fetch the keys once; concurrent callers share one fetch. ``True`` on success."""
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.create_task(self._refresh_once())
+        return await asyncio.shield(self._inflight)
+
+    def cancel_inflight(self) -> None:
+        """Cancel a fetch in progress (on shutdown)."""
+        if self._inflight is not None:
+            self._inflight.cancel()
+
+    async def run(self) -> None:
+        """Load, then refresh forever (cancel the task to stop)."""
+        while True:
+            ok = await self.refresh()
+            delay = self._next_delay if ok else self._retry_delay()
+            await asyncio.sleep(delay * random.uniform(1.0, 1.1))  # noqa: S311 - jitter
+
+    def _retry_delay(self) -> float:
+        cfg = self.config
+        exponent = min(max(self.consecutive_failures - 1, 0), 16)
+        backoff: float = cfg.min_refresh_interval_seconds * float(2**exponent)
+        return min(backoff, cfg.refresh_interval_seconds)
+
+    async def _refresh_once(self) -> bool:
+        try:
+            async with asyncio.timeout(self.config.fetch_timeout_seconds):
+                keyset, max_age = await self._fetch_keys()
+        except TimeoutError:
+            return self._failed(FetchError(
+                FetchResult.TIMEOUT,
+                f"no answer within fetch_timeout_seconds {self.config.fetch_timeout_seconds:g}",
+            ))
+        except FetchError as exc:
+            return self._failed(exc)
+        except Exception as exc:
+            log.error("jwks.unexpected_error", issuer=self.issuer, error=type(exc).__name__)
+            return self._failed(FetchError(FetchResult.ERROR, type(exc).__name__))
+        self._succeeded(keyset, max_age)
+        return True
+
+    def _succeeded(self, keyset: KeySet, max_age: float | None) -> None:
+        cfg = self.config
+        if self.keyset.fingerprints - keyset.fingerprints:
+            self.generation += 1
+        self.keyset = keyset
+        self.last_good_fetch = self._clock()
+        self.last_error = None
+        self.consecutive_failures = 0
+        self._next_delay = cfg.refresh_interval_seconds if max_age is None else min(
+            max(max_age, cfg.min_refresh_interval_seconds), cfg.max_refresh_interval_seconds
+        )
+        self._count(FetchResult.OK)
+        self.loaded.set()
+        log.debug("jwks.loaded", issuer=self.issuer, keys=len(keyset.keys),
+                  next_refresh_seconds=self._next_delay)
+
+    def _failed(self, exc: FetchError) -> bool:
+        self.last_error = f"{exc.result}: {exc}"
+        self.consecutive_failures += 1
+        self._count(exc.result)
+        log.warning("jwks.fetch_failed", issuer=self.issuer, result=str(exc.result),
+                    error=str(exc), keeping_keys=len(self.keyset.keys),
+                    usable=self.usable())
+        return False
+
+    def _count(self, result: FetchResult) -> None:
+        self.fetch_counts[str(result)] += 1
+        if self._on_fetch is not None:
+            try:
+                self._on_fetch(self.issuer, str(result))
+            except Exception as exc:  # a metrics hook must not break key loading
+                log.error("jwks.on_fetch_failed", issuer=self.issuer, error=type(exc).__name__)
+
+    async def _fetch_keys(self) -> tuple[KeySet, float | None]:
+        if not self._jwks_uris:
+            self._jwks_uris = (await self._discover(),)
+        try:
+            return await self._fetch_all(self._jwks_uris)
+        except FetchError:
+            if not self.config.jwks_uris:
+                self._jwks_uris = ()  # rediscover next time: the jwks_uri may have moved
+            raise
+
+    async def _fetch_all(self, uris: tuple[str, ...]) -> tuple[KeySet, float | None]:
+        """All JWK Sets of the issuer, merged (all must succeed)."""
+        keys: list[KeyEntry] = []
+        ages: list[float] = []
+        for uri in uris:
+            fetched = await self._get_json(uri)
+            try:
+                keyset, skipped = parse_jwks(fetched.document, algorithms=self.config.algorithms,
+                                             min_rsa_bits=self.config.min_rsa_bits)
+            except InvalidJwks as exc:
+                raise FetchError(FetchResult.INVALID, f"{uri}: {exc}") from None
+            for skip in skipped:
+                log.info("jwks.key_skipped", issuer=self.issuer, uri=uri, index=skip.index,
+                         kid=skip.kid, kty=skip.kty, reason=skip.reason)
+            keys.extend(keyset.keys)
+            if fetched.max_age is not None:
+                ages.append(fetched.max_age)
+        if not keys:
+            raise FetchError(FetchResult.NO_USABLE_KEYS, "the JWK Set has no usable signature key")
+        return KeySet.of(keys), min(ages) if ages else None
+
+    async def _discover(self) -> str:
+        url = discovery_url(self.issuer)
+        document = (await self._get_json(url)).document
+        if not isinstance(document, dict):
+            raise FetchError(FetchResult.INVALID, f"{url}: not a JSON object")
+        if document.get("issuer") != self.issuer:
+            raise FetchError(
+                FetchResult.ISSUER_MISMATCH,
+                f"{url} names issuer {str(document.get('issuer'))[:100]!r}, "
+                f"not {self.issuer!r}",
+            )
+        jwks_uri = document.get("jwks_uri")
+        if not isinstance(jwks_uri, str):
+            raise FetchError(FetchResult.INVALID, f"{url}: no 'jwks_uri' string")
+        try:
+            check_url(jwks_uri, self.config, allow_file=False)
+        except ValueError as exc:
+            raise FetchError(FetchResult.INVALID, str(exc)) from None
+        return jwks_uri
+
+    async def _get_json(self, url: str) -> Fetched:
+        if urlsplit(url).scheme.lower() == "file":
+            body, max_age = await self._read_file(url), None
+        else:
+            body, max_age = await self._get_http(url)
+        try:
+            return Fetched(json.loads(body), max_age)
+        except (ValueError, RecursionError):
+            raise FetchError(FetchResult.INVALID, f"{url}: not JSON") from None
+
+    async def _get_http(self, url: str) -> tuple[bytes, float | None]:
+        cap = self.config.max_fetch_bytes
+        try:
+            async with self._client.stream(
+                "GET", url, timeout=self.config.fetch_timeout_seconds,
+                headers={"Accept": "application/json"},
+            ) as response:
+                if response.status_code != 200:
+                    raise FetchError(FetchResult.HTTP_STATUS,
+                                     f"{url}: HTTP {response.status_code}")
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > cap:
+                    raise _too_large(url, cap)
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > cap:
+                        raise _too_large(url, cap)
+                    chunks.append(chunk)
+                return b"".join(chunks), parse_max_age(response.headers.get("cache-control"))
+        except httpx.TimeoutException:
+            raise TimeoutError from None
+        except httpx.HTTPError as exc:
+            raise FetchError(FetchResult.NETWORK_ERROR,
+                             f"{url}: {type(exc).__name__}") from None
+
+    async def _read_file(self, url: str) -> bytes:
+        path = Path(unquote(urlsplit(url).path))
+        cap = self.config.max_fetch_bytes
+
+        def read() -> bytes:
+            with path.open("rb") as handle:
+                return handle.read(cap + 1)
+
+        try:
+            body = await asyncio.to_thread(read)
+        except OSError as exc:
+            raise FetchError(FetchResult.NETWORK_ERROR,
+                             f"{url}: {type(exc).__name__}") from None
+        if len(body) > cap:
+            raise _too_large(url, cap)
+        return body
+
+
+def _too_large(url: str, cap: int) -> FetchError:
+    return FetchError(FetchResult.TOO_LARGE, f"{url}: larger than max_fetch_bytes {cap}")

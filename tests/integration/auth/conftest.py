@@ -1,0 +1,33 @@
+"""Fixtures for auth integration tests: the real dev issuer over loopback, a fake clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from support_auth import FakeClock
+
+from extauthz.devissuer import DevIssuer
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock at the current time."""
+    return FakeClock(time.time())
+
+
+@pytest.fixture(scope="module")
+def dev() -> Iterator[DevIssuer]:
+    """A shared RS256 dev issuer (tests must not change its keys or mode)."""
+    with DevIssuer() as issuer:
+        yield issuer
+
+
+@pytest.fixture
+def fresh_dev() -> Iterator[DevIssuer]:
+    """A private RS256 dev issuer a test may rotate, break or slow down."""
+    with DevIssuer(slow_seconds=30.0) as issuer:
+        yield issuer
+
+
