@@ -1,4 +1,4 @@
-"""Command line: ``extauthz serve | check | validate | token | stack | envoy-config``."""
+"""Command line: ``extauthz serve | check | validate | test | token | stack | envoy-config``."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the Envoy ext_authz Check server")
     s.add_argument("--config", help="YAML config file (environment variables apply on top)")
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="server processes sharing the port (default: the `workers` key, else "
+                   "one per CPU of the cgroup CPU quota)")
 
     c = sub.add_parser("check", help="decide one call offline, exactly as the server would")
     c.add_argument("--method", required=True, help="full method path, e.g. "
@@ -36,9 +39,17 @@ def _parser() -> argparse.ArgumentParser:
     who.add_argument("--claims", help="verified claims as JSON (no signature is checked)")
     who.add_argument("--token", help="a JWT, verified against the configured issuers")
     c.add_argument("--config", help="YAML config file")
+    c.add_argument("--policy", help="policy file (default: the config's policy_file)")
+    c.add_argument("--explain", action="store_true",
+                   help="add an `explain` object: which binding or rule allowed or denied")
 
-    v = sub.add_parser("validate", help="validate a config file")
-    v.add_argument("--config", required=True)
+    v = sub.add_parser("validate", help="validate a config file and/or a policy file")
+    v.add_argument("--config", help="YAML config file (its policy_file is validated too)")
+    v.add_argument("--policy", help="policy file")
+
+    tt = sub.add_parser("test", help="run a table of expected decisions against a policy")
+    tt.add_argument("file", help="the table (YAML; see docs/policy.md)")
+    tt.add_argument("--policy", help="policy file (default: the table's `policy` key)")
 
     t = sub.add_parser("token", help="mint a token from the development issuer (dev only)")
     t.add_argument("--sub", default="dev-user")
@@ -74,24 +85,55 @@ def _serve(args: argparse.Namespace) -> int:
     from extauthz import config
     from extauthz.obs.logs import configure_logging
     from extauthz.server.app import serve
+    from extauthz.server.workers import resolve_workers, supervise
 
     settings = config.load(args.config)
     config.require_issuers(settings)
-    configure_logging()
+    configure_logging(settings.log_level, settings.log_format)
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be 1 or more")
+    workers = resolve_workers(args.workers, settings)
+    if workers > 1:
+        return supervise(settings, workers, args.config)
     return serve(settings)
 
 
 def _validate(args: argparse.Namespace) -> int:
     from extauthz import config
+    from extauthz.rules.document import load_file
 
-    settings = config.load(args.config, env={})
-    print(json.dumps({"valid": True, "config": str(args.config),
-                      "issuers": [i.issuer for i in settings.issuers]}))
+    if not args.config and not args.policy:
+        raise UsageError("give --config and/or --policy")
+    out: dict[str, Any] = {"valid": True}
+    policy_path = args.policy
+    if args.config:
+        settings = config.load(args.config, env={})
+        out.update({"config": str(args.config),
+                    "issuers": [i.issuer for i in settings.issuers]})
+        policy_path = policy_path or settings.policy_file or None
+    if policy_path:
+        policy = load_file(policy_path)
+        out["policy"] = {"file": str(policy_path), "digest": policy.digest,
+                         "profile": policy.profile, "bindings": len(policy.bindings),
+                         "deny_rules": len(policy.deny), "dry_run": policy.dry_run}
+    print(json.dumps(out))
     return 0
 
 
+def _test(args: argparse.Namespace) -> int:
+    from extauthz.rules.tabletest import TableError, report, run_file
+
+    try:
+        policy, results = run_file(args.file, args.policy)
+    except TableError as exc:
+        raise UsageError(str(exc)) from None
+    text, ok = report(policy, results)
+    print(text)
+    return EXIT_ALLOWED if ok else EXIT_DENIED
+
+
 def _check(args: argparse.Namespace) -> int:
-    from extauthz.offline import decide_offline
+    from extauthz.offline import decide_explained
 
     request = _json_arg(args.request, "--request") if args.request else {}
     if not isinstance(request, dict):
@@ -102,12 +144,16 @@ def _check(args: argparse.Namespace) -> int:
     if claims is not None and not isinstance(claims, dict):
         raise UsageError("--claims must be a JSON object")
     try:
-        decision = asyncio.run(decide_offline(
-            args.method, request, claims=claims, token=args.token, config_path=args.config))
+        decision, explained = asyncio.run(decide_explained(
+            args.method, request, claims=claims, token=args.token, config_path=args.config,
+            policy_path=args.policy, explain=args.explain))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    print(json.dumps({"allowed": decision.allowed, "code": str(decision.reason),
-                      "reason": decision.message}))
+    out: dict[str, Any] = {"allowed": decision.allowed, "code": str(decision.reason),
+                           "reason": decision.message}
+    if explained is not None:
+        out["explain"] = explained
+    print(json.dumps(out))
     return EXIT_ALLOWED if decision.allowed else EXIT_DENIED
 
 
@@ -161,6 +207,7 @@ _COMMANDS: Mapping[str, Any] = {
     "serve": _serve,
     "check": _check,
     "validate": _validate,
+    "test": _test,
     "token": _token,
     "stack": _stack,
     "envoy-config": _envoy_config,

@@ -13,9 +13,17 @@ Environment (the names users already put in Temporal's Helm values):
   overrides the file's ``listen``.
 - ``EXTAUTHZ_ALLOW_INSECURE_ISSUER``: ``1`` allows an ``http://`` issuer (development only).
 - ``EXTAUTHZ_POLICY_FILE``: the policy file (``docs/policy.md``); overrides ``policy_file``.
+  ``EXTAUTHZ_POLICY_POLL_SECONDS`` overrides ``policy_poll_seconds``.
   Without one, decisions are Temporal's default authorizer's.
 - ``EXTAUTHZ_METRICS_LISTEN``: ``host:port`` of the Prometheus ``/metrics`` server (``off`` or
   empty: no metrics server); overrides ``metrics_listen``.
+- ``EXTAUTHZ_TLS_CERT_FILE`` / ``EXTAUTHZ_TLS_KEY_FILE`` / ``EXTAUTHZ_TLS_CLIENT_CA_FILE`` /
+  ``EXTAUTHZ_TLS_REQUIRE_CLIENT_CERT``: override the ``tls`` block (serve TLS; with a client CA,
+  require client certificates: mTLS between Envoy and this server). Files are re-read when they
+  change (``extauthz.server.tls``).
+- ``EXTAUTHZ_HEALTH_LISTEN``: ``host:port`` of a plaintext server with only ``grpc.health.v1``
+  (for Kubernetes ``grpc:`` probes, which cannot present a client certificate); overrides
+  ``health_listen``. Empty: health is served on ``listen`` only.
 - ``EXTAUTHZ_LOG_LEVEL`` / ``EXTAUTHZ_LOG_FORMAT`` / ``EXTAUTHZ_AUDIT_ALLOW_SAMPLE_RATE`` /
   ``EXTAUTHZ_WORKERS``: override ``log_level``, ``log_format``, ``audit_allow_sample_rate`` and
   ``workers``.
@@ -47,6 +55,23 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class TLSSettings:
+    """Server TLS from PEM files (``tls:``); no ``cert_file`` means plaintext (h2c)."""
+
+    cert_file: str = ""
+    key_file: str = ""
+    # CA bundle that signs the clients' (Envoy's) certificates
+    client_ca_file: str = ""
+    # default: true when client_ca_file is set (mTLS), else false
+    require_client_cert: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the Check server serves TLS."""
+        return bool(self.cert_file)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything ``extauthz serve`` needs."""
 
@@ -73,6 +98,9 @@ class Settings:
     audit_allow_sample_rate: float = 0.01
     # worker processes on one port; 0 = one per CPU of the cgroup quota (extauthz.server.workers)
     workers: int = 0
+    # server TLS / mTLS (extauthz.server.tls); a plaintext health-only port for probes
+    tls: TLSSettings = TLSSettings()
+    health_listen: str = ""
     source: str = "<defaults>"
 
     @property
@@ -244,11 +272,15 @@ def from_mapping(data: object, source: str) -> Settings:
         audit_allow_sample_rate=r.get("audit_allow_sample_rate", float,
                                       d.audit_allow_sample_rate),
         workers=r.get("workers", int, d.workers),
+        tls=_tls(r),
+        health_listen=r.get("health_listen", str, d.health_listen),
         source=source,
     )
     r.done()
     _check_observability(settings, source)
     parse_host_port(settings.listen, "listen", source)
+    if settings.health_listen:
+        parse_host_port(settings.health_listen, "health_listen", source)
     if settings.grpc_max_receive_bytes <= settings.max_message_bytes + 5:
         raise r.error("grpc_max_receive_bytes", "must exceed max_message_bytes + 5 (framing) "
                       "plus room for headers, or large workflow inputs are refused for size")
@@ -277,6 +309,35 @@ def _check_observability(settings: Settings, source: str) -> None:
     if settings.workers < 0:
         raise ConfigError(f"{source}: workers: must be 0 (one per CPU) or more, "
                           f"got {settings.workers}")
+
+
+def _tls(r: _Reader) -> TLSSettings:
+    raw = r.data.get("tls")
+    r.used.add("tls")
+    t = _Reader({} if raw is None else raw, r.key("tls"), r.source)
+    ca = _relative_to(t.get("client_ca_file", str, ""), r.source)
+    tls = TLSSettings(
+        cert_file=_relative_to(t.get("cert_file", str, ""), r.source),
+        key_file=_relative_to(t.get("key_file", str, ""), r.source),
+        client_ca_file=ca,
+        require_client_cert=t.get("require_client_cert", bool, bool(ca)),
+    )
+    t.done()
+    check_tls(tls, r.key("tls"), r.source)
+    return tls
+
+
+def check_tls(tls: TLSSettings, key: str, source: str) -> None:
+    """Reject incomplete TLS settings (the files themselves are read when the server starts)."""
+    if bool(tls.cert_file) != bool(tls.key_file):
+        raise ConfigError(f"{source}: {key}: cert_file and key_file go together (PEM "
+                          "certificate chain and its private key)")
+    if (tls.client_ca_file or tls.require_client_cert) and not tls.cert_file:
+        raise ConfigError(f"{source}: {key}: client_ca_file/require_client_cert need "
+                          "cert_file and key_file (mTLS is TLS first)")
+    if tls.require_client_cert and not tls.client_ca_file:
+        raise ConfigError(f"{source}: {key}: require_client_cert needs client_ca_file, the CA "
+                          "that signs the clients' certificates")
 
 
 def _relative_to(path: str, source: str) -> str:
@@ -314,6 +375,14 @@ def apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
         changes["listen"] = listen
     if policy_file := env.get("EXTAUTHZ_POLICY_FILE", "").strip():
         changes["policy_file"] = policy_file
+    if poll := env.get("EXTAUTHZ_POLICY_POLL_SECONDS", "").strip():
+        try:
+            changes["policy_poll_seconds"] = float(poll)
+        except ValueError:
+            raise ConfigError(f"environment: EXTAUTHZ_POLICY_POLL_SECONDS: expected a number "
+                              f"of seconds, got {poll!r}") from None
+        if changes["policy_poll_seconds"] <= 0:
+            raise ConfigError("environment: EXTAUTHZ_POLICY_POLL_SECONDS: must be more than 0")
     if "EXTAUTHZ_METRICS_LISTEN" in env:
         metrics = env["EXTAUTHZ_METRICS_LISTEN"].strip()
         changes["metrics_listen"] = "" if metrics.lower() in ("", "off") else metrics
@@ -332,6 +401,13 @@ def apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
             raise ConfigError(f"environment: EXTAUTHZ_WORKERS: expected a whole number, "
                               f"got {workers!r}")
         changes["workers"] = int(workers)
+    if "EXTAUTHZ_HEALTH_LISTEN" in env:
+        health_listen = env["EXTAUTHZ_HEALTH_LISTEN"].strip()
+        if health_listen:
+            parse_host_port(health_listen, "EXTAUTHZ_HEALTH_LISTEN", "environment")
+        changes["health_listen"] = health_listen
+    if (tls := _tls_from_env(settings.tls, env)) is not settings.tls:
+        changes["tls"] = tls
     url = env.get("TEMPORAL_AUTH_PROVIDER_URL", "").strip()
     if url and not settings.issuers:
         audience = env.get("EXTAUTHZ_AUDIENCE", "").strip() or env.get(
@@ -360,3 +436,25 @@ def require_issuers(settings: Settings) -> None:
         )
 
 
+
+
+def _tls_from_env(tls: TLSSettings, env: Mapping[str, str]) -> TLSSettings:
+    """The ``tls`` block with the ``EXTAUTHZ_TLS_*`` variables on top (same object if none)."""
+    names = {"cert_file": "EXTAUTHZ_TLS_CERT_FILE", "key_file": "EXTAUTHZ_TLS_KEY_FILE",
+             "client_ca_file": "EXTAUTHZ_TLS_CLIENT_CA_FILE"}
+    changes: dict[str, Any] = {}
+    for field, var in names.items():
+        if value := env.get(var, "").strip():
+            changes[field] = value
+    if "client_ca_file" in changes and not tls.client_ca_file:
+        changes["require_client_cert"] = True
+    if require := env.get("EXTAUTHZ_TLS_REQUIRE_CLIENT_CERT", "").strip().lower():
+        if require not in ("1", "true", "yes", "0", "false", "no"):
+            raise ConfigError("environment: EXTAUTHZ_TLS_REQUIRE_CLIENT_CERT: expected "
+                              f"true or false, got {require!r}")
+        changes["require_client_cert"] = require in ("1", "true", "yes")
+    if not changes:
+        return tls
+    tls = dataclasses.replace(tls, **changes)
+    check_tls(tls, "EXTAUTHZ_TLS_*", "environment")
+    return tls

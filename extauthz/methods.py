@@ -35,9 +35,10 @@ ALWAYS_ALLOWED = frozenset({
 })
 
 TASK_QUEUE_MESSAGE = "temporal.api.taskqueue.v1.TaskQueue"
-# string fields that name a task queue directly
+# string fields that name a task queue directly. Not `sticky_task_queue` (ShutdownWorker): a
+# worker's own sticky queue has a generated name; its normal queue is in `task_queue` beside it
 TASK_QUEUE_STRING_FIELDS = frozenset({
-    "task_queue", "task_queues", "sticky_task_queue", "worker_control_task_queue",
+    "task_queue", "task_queues", "worker_control_task_queue",
 })
 # request fields that identify a namespace by id rather than by name
 NAMESPACE_ID_FIELDS: Mapping[str, str] = {

@@ -12,7 +12,9 @@ from google.protobuf.descriptor_pool import Default as default_pool
 from extauthz import config, methods
 from extauthz.auth.types import AuthError, IssuerConfig, VerifiedToken
 from extauthz.model import Decision, Reason
-from extauthz.pipeline import CheckInput, Pipeline, TokenVerifier
+from extauthz.pipeline import Authorizer, CheckInput, Pipeline, TokenVerifier
+from extauthz.policy import authorize as temporal_default
+from extauthz.rules.engine import Engine
 
 
 class StaticClaims:
@@ -55,17 +57,67 @@ async def decide_offline(
     claims: Mapping[str, Any] | None = None,
     token: str | None = None,
     config_path: str | None = None,
+    policy_path: str | None = None,
 ) -> Decision:
     """Decide exactly as the server would for the given call."""
+    decision, _ = await decide_explained(method, request, claims=claims, token=token,
+                                         config_path=config_path, policy_path=policy_path)
+    return decision
+
+
+def authorizer_for(settings: config.Settings, policy_path: str | None = None
+                   ) -> tuple[Authorizer, Engine]:
+    """The authorizer the server would use (the policy file's engine, else Temporal's default)
+    and the engine that explains its decisions."""
+    from extauthz.rules.document import load_file, temporal_compatible
+
+    path = policy_path or settings.policy_file
+    if path:
+        engine = Engine(load_file(path))
+        return engine, engine
+    return temporal_default, Engine(temporal_compatible("<built-in temporal-compatible>"))
+
+
+async def decide_explained(
+    method: str,
+    request: Mapping[str, Any],
+    *,
+    claims: Mapping[str, Any] | None = None,
+    token: str | None = None,
+    config_path: str | None = None,
+    policy_path: str | None = None,
+    explain: bool = False,
+) -> tuple[Decision, dict[str, Any] | None]:
+    """Decide as the server would; with ``explain``, also say which rule decided and why."""
+    decision = await _decide_offline(method, request, claims=claims, token=token,
+                                     config_path=config_path, policy_path=policy_path)
+    if not explain:
+        return decision, None
     settings = config.load(config_path, env={}) if config_path else config.Settings()
+    from extauthz.rules.explain import explain as explain_decision
+
+    return decision, explain_decision(authorizer_for(settings, policy_path)[1], decision)
+
+
+async def _decide_offline(
+    method: str,
+    request: Mapping[str, Any],
+    *,
+    claims: Mapping[str, Any] | None,
+    token: str | None,
+    config_path: str | None,
+    policy_path: str | None,
+) -> Decision:
+    settings = config.load(config_path, env={}) if config_path else config.Settings()
+    authorizer, _ = authorizer_for(settings, policy_path)
     path = method if method.startswith("/") else f"/{method}"
-    entry = methods.lookup(path) or methods.by_name(method)
+    entry = methods.lookup(path) or methods.by_name(method) or _by_bare_name(method)
     if entry is not None:
         path = entry.method.path
     body = encode_request(entry, request)
     if claims is not None:
         return await _decide(settings, path, body, "offline-claims",
-                             StaticClaims(claims, settings.issuers))
+                             StaticClaims(claims, settings.issuers), authorizer)
     from extauthz.auth.authenticator import Authenticator
 
     if not settings.issuers:
@@ -73,15 +125,21 @@ async def decide_offline(
     authenticator = Authenticator(settings.issuers)
     await authenticator.start()
     try:
-        return await _decide(settings, path, body, token or "", authenticator)
+        return await _decide(settings, path, body, token or "", authenticator, authorizer)
     finally:
         await authenticator.close()
 
 
+def _by_bare_name(name: str) -> methods.MethodEntry | None:
+    """``StartWorkflowExecution``: the method of that name, when only one service has it."""
+    found = [e for e in methods.table().values() if e.method.name == name]
+    return found[0] if len(found) == 1 else None
+
+
 async def _decide(settings: config.Settings, path: str, body: bytes, token: str,
-                  verifier: TokenVerifier) -> Decision:
+                  verifier: TokenVerifier, authorizer: Authorizer) -> Decision:
     headers = {"content-type": "application/grpc", "authorization": f"Bearer {token}"}
-    pipeline = Pipeline(verifier, max_message_bytes=settings.max_message_bytes)
+    pipeline = Pipeline(verifier, authorizer, max_message_bytes=settings.max_message_bytes)
     return await pipeline.check(CheckInput(path=path, headers=headers, body=body))
 
-__all__ = ["AuthError", "Reason", "decide_offline", "encode_request"]
+__all__ = ["AuthError", "Reason", "decide_explained", "decide_offline", "encode_request"]

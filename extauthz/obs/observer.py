@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from extauthz.model import Decision
+from extauthz import methods
+from extauthz.model import Decision, Method
+from extauthz.obs.audit import AuditLog
+from extauthz.obs.metrics import Metrics
 from extauthz.pipeline import CheckInput
 
 
@@ -30,3 +33,37 @@ class NullObserver:
 
     def checked(self, req: CheckInput | None, decision: Decision, seconds: float) -> None:
         """Nothing."""
+
+
+class Telemetry:
+    """The server's observer: Prometheus metrics and the audit log (either may be absent)."""
+
+    __slots__ = ("_audit", "_lookup", "_metrics")
+
+    def __init__(self, metrics: Metrics | None = None, audit: AuditLog | None = None):
+        self._metrics = metrics
+        self._audit = audit
+        self._lookup = methods.lookup
+
+    def check_started(self) -> None:
+        """Count the check as in flight."""
+        if self._metrics is not None:
+            self._metrics.check_started()
+
+    def checked(self, req: CheckInput | None, decision: Decision, seconds: float) -> None:
+        """Count the decision, observe its latency, and audit it (denials, sampled allows)."""
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.check_finished()
+            target = decision.target
+            if target is not None:
+                method: Method | None = target.method
+            elif req is not None:
+                # denials before the body was read (no token, ...) still name a known method
+                entry = self._lookup(req.path)
+                method = entry.method if entry is not None else None
+            else:
+                method = None
+            metrics.observe(decision, method, seconds)
+        if self._audit is not None:
+            self._audit.record(req, decision, seconds)

@@ -43,7 +43,7 @@ def start_server(tmp: Path, issuer_url: str, *extra_env: tuple[str, str]) -> tup
     port = free_port()
     env = {**os.environ, "EXTAUTHZ_LISTEN": f"127.0.0.1:{port}",
            "TEMPORAL_AUTH_PROVIDER_URL": issuer_url, "TEMPORAL_AUTH_CLIENT_ID": "temporal",
-           "EXTAUTHZ_ALLOW_INSECURE_ISSUER": "1", **dict(extra_env)}
+           "EXTAUTHZ_ALLOW_INSECURE_ISSUER": "1", "EXTAUTHZ_WORKERS": "1", **dict(extra_env)}
     proc = ManagedProcess("extauthz", [sys.executable, "-m", "extauthz", "serve"],
                           log_path=tmp / f"extauthz-{port}.log", env=env).start()
     return proc, f"127.0.0.1:{port}"

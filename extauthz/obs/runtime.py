@@ -1,0 +1,79 @@
+"""Wiring of metrics and the audit log into one server process (used by ``server.app``).
+
+- single process: metrics in the process's own registry, ``/metrics`` served here when
+  ``metrics_listen`` is set;
+- worker of ``serve --workers N``: metrics go to ``PROMETHEUS_MULTIPROC_DIR`` and the supervisor
+  serves them (see ``extauthz.server.workers``); this process serves no HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+
+from extauthz.config import Settings, parse_host_port
+from extauthz.obs import metrics as m
+from extauthz.obs.audit import AuditLog
+from extauthz.obs.observer import Telemetry
+
+log = structlog.get_logger("extauthz.obs")
+SYNC_INTERVAL_SECONDS = 1.0
+
+
+class Observability:
+    """Metrics (when wanted), the audit log, and the observer the Check servicer calls."""
+
+    def __init__(self, settings: Settings, *, worker: bool = False):
+        self.settings = settings
+        self.worker = worker
+        wanted = bool(settings.metrics_listen) or m.multiprocess_dir() is not None
+        self.metrics: m.Metrics | None = m.Metrics(m.MetricsOptions(
+            namespace_labels=settings.metrics_namespace_labels,
+            namespace_label_cap=settings.metrics_namespace_label_cap,
+            subject_label_cap=settings.metrics_subject_label_cap,
+        )) if wanted else None
+        m.install(self.metrics)
+        self.audit = AuditLog(settings.audit_allow_sample_rate, settings.log_format)
+        self.observer = Telemetry(self.metrics, self.audit)
+        self.metrics_port = 0
+        self._http: Any = None
+
+    def on_fetch(self, issuer: str, result: str) -> None:
+        """The key stores' fetch callback."""
+        if self.metrics is not None:
+            self.metrics.jwks_fetched(issuer, result)
+
+    def start_http(self) -> None:
+        """Serve ``/metrics`` (single-process mode with ``metrics_listen`` only)."""
+        if self.metrics is None or self.worker or not self.settings.metrics_listen:
+            return
+        host, port = parse_host_port(self.settings.metrics_listen, "metrics_listen",
+                                     self.settings.source)
+        self._http, self.metrics_port = m.serve_metrics(host, port, self.metrics.registry)
+        log.info("metrics.listening", address=f"{host}:{self.metrics_port}")
+
+    async def sync_loop(self, auth: m.IssuerSource, stopping: asyncio.Event) -> None:
+        """Copy the authenticator's state into the metrics every second until ``stopping``."""
+        if self.metrics is None:
+            return
+        while not stopping.is_set():
+            try:
+                self.metrics.sync_auth(auth)
+            except Exception as exc:  # metrics must never take the server down
+                log.error("metrics.sync_failed", error=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), SYNC_INTERVAL_SECONDS)
+        with contextlib.suppress(Exception):
+            self.metrics.sync_auth(auth)
+
+    def close(self) -> None:
+        """Stop the ``/metrics`` server."""
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+        if m.installed() is self.metrics:
+            m.install(None)

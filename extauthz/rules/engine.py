@@ -1,0 +1,407 @@
+"""The policy authorizer: ``Engine(policy)(principal, target) -> Decision``. Pure: no I/O.
+
+It plugs into ``pipeline.Authorizer``. Order of evaluation, for one (principal, target):
+
+1. Health checks and ``GetSystemInfo`` are allowed (as in Temporal).
+2. A namespace-scoped call with no namespace (and no namespace id) is denied
+   (``missing_namespace``), even in dry-run: that is an invariant, not policy.
+3. **Deny rules** (in file order): a rule applies when its matcher holds (and its ``unless``
+   matcher, if any, does not), the method is in its
+   set, its ``namespaces`` (if given) match *any* namespace the request reaches and its
+   ``task_queues`` (if given) match *any* queue the request names. The first applying rule
+   denies (``explicit_deny``, ``rule=`` its name) whatever the bindings say. A deny rule
+   without ``namespaces`` also covers cluster-scoped calls; one with ``namespaces`` never does.
+4. **Grants**, default deny:
+
+   - cluster-scoped methods: a matching binding with ``cluster: true`` whose roles grant the
+     method; or the Temporal system role (``temporal-system:<role>`` in ``permissions``, when
+     ``temporal_permissions`` is on); or, for ``cluster-read`` methods, a matching binding
+     whose role lists ``cluster-read`` explicitly, or (with
+     ``cluster_read_for_namespace_users``) any principal that some binding or permission
+     gives a role in some namespace. Otherwise ``permission_denied``.
+   - namespace-scoped methods: *every* namespace the request reaches (``Target.namespaces``,
+     cross-namespace commands included) needs a grant: a matching binding whose namespaces
+     match and whose roles grant the method, or a Temporal permission. A request naming its
+     namespace by id additionally needs a cluster-level grant of the method
+     (``namespace_id_only``).
+   - task queues: when the grants for a namespace all restrict queues, *every* non-empty queue
+     the request names must match the ``task_queues`` of some granting binding
+     (``task_queue_denied`` otherwise). A binding without ``task_queues``, or a Temporal
+     permission, covers every queue. An empty queue name is not checked: Temporal fills it
+     from the workflow's own queue (activities, children and continue-as-new inherit it), which
+     the worker reached through a poll that was itself checked.
+
+5. **Dry-run** (global ``dry_run``, or per deny rule): a would-be denial of steps 3-4 is
+   returned as ``allowed=True, dry_run=True`` with the would-be ``reason`` and ``rule``, so
+   logs and metrics count it; the message starts with ``dry-run:``.
+
+Profile ``temporal-compatible``: built-in roles have Temporal's meaning (``worker`` alone grants
+nothing; ``read`` < ``write`` < ``admin``), so a policy with no bindings decides exactly like
+``extauthz.policy.authorize``. Profile ``extended``: ``worker`` grants the worker category.
+
+Everything is precompiled: bindings and deny rules are indexed by method path, so a decision
+looks only at rules that can apply to its method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from extauthz import methods
+from extauthz.model import Decision, Principal, Reason, Role, Scope, Target, quote
+from extauthz.rules import categories as cat
+from extauthz.rules.document import Binding, DenyRule, Policy
+from extauthz.rules.matchers import Facts
+
+PERMISSIONS_RULE = "permissions"
+CLUSTER_READ_RULE = "cluster_read_for_namespace_users"
+DRY_RUNNABLE = frozenset({
+    Reason.PERMISSION_DENIED, Reason.EXPLICIT_DENY, Reason.TASK_QUEUE_DENIED,
+    Reason.NAMESPACE_ID_ONLY,
+})
+R = TypeVar("R", Binding, DenyRule)
+_ROLE_BITS = ((Role.READER, "read"), (Role.WRITER, "write"), (Role.WORKER, "worker"),
+              (Role.ADMIN, "admin"))
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One line of an explanation (collected only when explaining)."""
+
+    kind: str  # "deny-rule" | "binding" | "permission" | "namespace" | "queue" | "result" ...
+    name: str
+    outcome: str
+    detail: str = ""
+
+
+def _q(text: str) -> str:
+    """``quote`` without json.dumps for the common plain-ASCII case (hot path)."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return quote(text)
+
+
+def role_names(role: Role) -> str:
+    """``read|write`` for role flags (``none`` for no role)."""
+    return "|".join(n for bit, n in _ROLE_BITS if role & bit) or "none"
+
+
+def _by_bits(sets: Mapping[str, frozenset[str]]) -> tuple[frozenset[str], ...]:
+    out: list[frozenset[str]] = []
+    for v in range(16):
+        acc: frozenset[str] = frozenset()
+        for bit, name in _ROLE_BITS:
+            if v & bit:
+                acc |= sets[name]
+        out.append(acc)
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot(Generic[R]):
+    """The rules that can apply to one method: ungated ones (always evaluated) and gated
+    ones by id (evaluated only when the principal passes their gate)."""
+
+    ungated: tuple[tuple[int, R], ...]
+    gated: Mapping[int, R]
+    every: tuple[tuple[int, R], ...]  # all, in file order (for explanations)
+
+    @staticmethod
+    def of(rules: list[tuple[int, R]], gated: frozenset[int]) -> _Slot[R]:
+        return _Slot(tuple(x for x in rules if x[0] not in gated),
+                     {rid: r for rid, r in rules if rid in gated}, tuple(rules))
+
+    def select(self, facts: Facts, possible: set[int]) -> list[R]:
+        """The rules whose matcher holds for ``facts``, in file order."""
+        out = [(rid, r) for rid, r in self.ungated if r.matcher(facts)]
+        gated = self.gated
+        if possible and gated:
+            for rid in possible:
+                r = gated.get(rid)
+                if r is not None and r.matcher(facts):
+                    out.append((rid, r))
+            if len(out) > 1:
+                out.sort(key=_first)
+        return [r for _, r in out]
+
+
+def _first(item: tuple[int, object]) -> int:
+    return item[0]
+
+
+_EMPTY: _Slot[Any] = _Slot((), {}, ())
+
+
+class Engine:
+    """A compiled policy as an ``Authorizer``. Immutable; safe to share across tasks."""
+
+    __slots__ = ("_by_client", "_by_group", "_by_subject", "_cl_index", "_cluster_read",
+                 "_deny_index", "_gated", "_ns_index", "_perm_cluster", "_perm_ns", "policy")
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+        # Gates: most rules name groups, client ids or subjects. A rule whose every alternative
+        # needs one of those is "gated": it is evaluated only when the principal has one of
+        # its tokens, found by set lookups, so a decision evaluates few matchers however
+        # many bindings the policy has.
+        self._by_group: dict[str, set[int]] = {}
+        self._by_client: dict[str, set[int]] = {}
+        self._by_subject: dict[str, set[int]] = {}
+        gated: set[int] = set()
+        rules: list[Binding | DenyRule] = [*policy.bindings, *policy.deny]
+        for rid, rule in enumerate(rules):
+            gate = rule.matcher.gate()
+            if gate is None:
+                continue
+            gated.add(rid)
+            for kind, value in gate:
+                index = {"g": self._by_group, "c": self._by_client, "s": self._by_subject}[kind]
+                index.setdefault(value, set()).add(rid)
+        self._gated = frozenset(gated)
+        ns_index: dict[str, list[tuple[int, Binding]]] = {}
+        cl_index: dict[str, list[tuple[int, Binding]]] = {}
+        for rid, b in enumerate(policy.bindings):
+            for path in b.methods:
+                ns_index.setdefault(path, []).append((rid, b))
+            for path in b.cluster_methods:
+                cl_index.setdefault(path, []).append((rid, b))
+        deny_index: dict[str, list[tuple[int, DenyRule]]] = {}
+        for rid, d in enumerate(policy.deny, start=len(policy.bindings)):
+            for path in d.methods:
+                deny_index.setdefault(path, []).append((rid, d))
+        self._ns_index = {k: _Slot.of(v, self._gated) for k, v in ns_index.items()}
+        self._cl_index = {k: _Slot.of(v, self._gated) for k, v in cl_index.items()}
+        self._deny_index = {k: _Slot.of(v, self._gated) for k, v in deny_index.items()}
+        self._perm_ns = _by_bits(cat.builtin_roles(policy.profile))
+        self._perm_cluster = _by_bits(cat.builtin_cluster_roles())
+        self._cluster_read = cat.categories()["cluster-read"]
+
+    def __call__(self, principal: Principal, target: Target) -> Decision:
+        """Decide one call."""
+        return self.decide(principal, target)
+
+    def facts(self, principal: Principal) -> Facts:
+        """What matchers read about ``principal`` (kind per the policy's rule)."""
+        return Facts(principal, self.policy.claim_sources, self.policy.kind_rule)
+
+    def _possible(self, facts: Facts) -> set[int]:
+        """Ids of gated rules whose gate the principal passes."""
+        out: set[int] = set()
+        by_group = self._by_group
+        if by_group:
+            for g in facts.groups:
+                ids = by_group.get(g)
+                if ids:
+                    out |= ids
+        if self._by_client:
+            ids = self._by_client.get(facts.client_id)
+            if ids:
+                out |= ids
+        if self._by_subject:
+            ids = self._by_subject.get(facts.principal.subject)
+            if ids:
+                out |= ids
+        return out
+
+    def decide(self, principal: Principal, target: Target,
+               trace: list[Step] | None = None) -> Decision:
+        """Decide one call; with ``trace``, append the steps that led to the decision."""
+        method = target.method
+        path = method.path
+        if method.scope is Scope.HEALTH or path in methods.ALWAYS_ALLOWED:
+            return Decision.allow(Reason.HEALTH_CHECK, f"{method.short} is always allowed",
+                                  principal, target)
+        if method.scope is Scope.NAMESPACE and not target.namespace and not target.by_namespace_id:
+            from extauthz.policy import missing_namespace
+
+            return missing_namespace(target, principal)
+        facts = self.facts(principal)
+        pol = self.policy
+        would: Decision | None = None
+        possible = self._possible(facts)
+        slot = self._deny_index.get(path, _EMPTY)
+        selected = slot.select(facts, possible) if slot is not _EMPTY else []
+        if trace is not None:
+            for _, rule in slot.every:
+                if not any(rule is x for x in selected):
+                    trace.append(Step("deny-rule", rule.name, "does not apply",
+                                      rule.matcher.describe()))
+        for rule in selected:
+            if not self._deny_applies(rule, facts, target, trace):
+                continue
+            d = Decision.deny(
+                Reason.EXPLICIT_DENY,
+                f"subject {_q(principal.subject)}: {method.short} is refused by deny rule "
+                f"{_q(rule.name)}" + (f": {rule.message}" if rule.message else ""),
+                principal=principal, target=target, rule=rule.name,
+            )
+            if rule.dry_run or pol.dry_run:
+                if would is None:
+                    would = d
+                continue
+            return d
+        result = self._grant(principal, facts, target, trace, possible)
+        if not result.allowed and pol.dry_run and result.reason in DRY_RUNNABLE:
+            would = would or result
+        if would is not None and (result.allowed or pol.dry_run):
+            if trace is not None:
+                trace.append(Step("dry-run", would.rule or "", "allowed",
+                                  f"would deny: {would.reason}"))
+            return Decision(True, would.reason, f"dry-run: {would.message}", 200, principal,
+                            target, would.rule, dry_run=True)
+        return result
+
+    # ---- deny rules -----------------------------------------------------------------------
+
+    @staticmethod
+    def _deny_applies(rule: DenyRule, facts: Facts, target: Target,
+                      trace: list[Step] | None) -> bool:
+        where = True
+        if rule.namespaces is not None:
+            where = any(ns in rule.namespaces for ns in target.namespaces)
+        if where and rule.task_queues is not None:
+            where = any(q in rule.task_queues for q in target.task_queues)
+        applies = where
+        exempt = applies and rule.unless is not None and rule.unless(facts)
+        if trace is not None:
+            detail = rule.matcher.describe()
+            if rule.unless is not None:
+                detail += f" unless {rule.unless.describe()}"
+            outcome = "applies" if applies and not exempt else (
+                "exempt (unless)" if exempt else "does not apply")
+            trace.append(Step("deny-rule", rule.name, outcome, detail))
+        return applies and not exempt
+        return applies
+
+    # ---- grants ---------------------------------------------------------------------------
+
+    def _grant(self, p: Principal, facts: Facts, t: Target,
+               trace: list[Step] | None, possible: set[int]) -> Decision:
+        if t.method.scope is Scope.CLUSTER:
+            return self._grant_cluster(p, facts, t, trace, possible)
+        path = t.method.path
+        pol = self.policy
+        perms = pol.temporal_permissions
+        slot = self._ns_index.get(path, _EMPTY)
+        cands = slot.select(facts, possible) if slot is not _EMPTY else []
+        if trace is not None:
+            for _, b in slot.every:
+                trace.append(Step("binding", b.name,
+                                  "matches" if any(b is x for x in cands)
+                                  else "principal does not match",
+                                  b.matcher.describe()))
+        if t.by_namespace_id:
+            cluster_ok = any(b.cluster and b.namespaces is not None and b.namespaces.everything
+                             for b in cands) or (perms and path in self._perm_ns[int(p.system)])
+            if not cluster_ok:
+                if trace is not None:
+                    trace.append(Step("namespace-id", "", "denied",
+                                      "needs a cluster-level grant of the method"))
+                return Decision.deny(
+                    Reason.NAMESPACE_ID_ONLY,
+                    f"subject {_q(p.subject)}: {t.method.short} names the namespace by id; "
+                    "only a cluster-level grant (a `cluster: true` binding on `*`, or a "
+                    "temporal-system role) may do that - send the namespace name",
+                    principal=p, target=t,
+                )
+        queues = tuple(dict.fromkeys(q for q in t.task_queues if q)) if t.task_queues else ()
+        reached = t.namespaces
+        first: str | None = None
+        # Temporal permissions as plain ints (IntFlag arithmetic is slow on the hot path)
+        has_perms = perms and bool(p.system or p.namespaces)
+        system = int(p.system)
+        for ns in reached:
+            granting = [b for b in cands if b.namespaces is not None and ns in b.namespaces]
+            role = (system | int(p.namespaces.get(ns, 0))) if has_perms else 0
+            perm = has_perms and path in self._perm_ns[role]
+            if first is None:
+                first = granting[0].name if granting else (
+                    f"{PERMISSIONS_RULE}:{ns}:{role_names(Role(role))}")
+            if trace is not None:
+                trace.append(Step(
+                    "namespace", ns, "granted" if granting or perm else "no grant",
+                    ", ".join([b.name for b in granting] + (
+                        [f"{PERMISSIONS_RULE}:{role_names(Role(role))}"] if perm else [])),
+                ))
+            if not granting and not perm:
+                return Decision.deny(
+                    Reason.PERMISSION_DENIED,
+                    f"subject {_q(p.subject)} has no role that allows {t.method.short} in "
+                    f"namespace {_q(ns)}",
+                    principal=p, target=t,
+                )
+            if perm or any(b.task_queues is None for b in granting):
+                continue
+            for q in queues:
+                covered = [b.name for b in granting if b.task_queues is not None
+                           and q in b.task_queues]
+                if trace is not None:
+                    trace.append(Step("queue", q, "covered" if covered else "not covered",
+                                      ", ".join(covered)))
+                if not covered:
+                    allowed = "; ".join(f"{b.name}: {b.task_queues}" for b in granting)
+                    return Decision.deny(
+                        Reason.TASK_QUEUE_DENIED,
+                        f"subject {_q(p.subject)} may call {t.method.short} in namespace "
+                        f"{_q(ns)} only on task queues {allowed}; not on {_q(q)}",
+                        principal=p, target=t, rule=granting[0].name,
+                    )
+        if first is None:  # by id only, no name: the cluster-level grant decided
+            first = next((b.name for b in cands if b.cluster), PERMISSIONS_RULE)
+        where = ", ".join(_q(ns) for ns in reached) or "a namespace named by id"
+        return Decision.allow(
+            Reason.ALLOWED, f"subject {_q(p.subject)} may call {t.method.short} in {where}",
+            p, t, rule=first,
+        )
+
+    def _grant_cluster(self, p: Principal, facts: Facts, t: Target,
+                       trace: list[Step] | None, possible: set[int]) -> Decision:
+        path = t.method.path
+        pol = self.policy
+        slot = self._cl_index.get(path, _EMPTY)
+        selected = slot.select(facts, possible) if slot is not _EMPTY else []
+        if trace is not None:
+            for _, b in slot.every:
+                ok = any(b is x for x in selected)
+                trace.append(Step("binding", b.name,
+                                  "matches" if ok else "principal does not match",
+                                  b.matcher.describe()))
+        if selected:
+            return self._cluster_allowed(p, t, selected[0].name)
+        if pol.temporal_permissions and path in self._perm_cluster[p.system]:
+            return self._cluster_allowed(
+                p, t, f"{PERMISSIONS_RULE}:temporal-system:{role_names(p.system)}")
+        if pol.cluster_read_for_namespace_users and path in self._cluster_read:
+            holder = self._some_namespace_role(p, facts, possible)
+            if trace is not None:
+                trace.append(Step("option", CLUSTER_READ_RULE,
+                                  "applies" if holder else "no namespace role",
+                                  holder or ""))
+            if holder:
+                return self._cluster_allowed(p, t, CLUSTER_READ_RULE)
+        return Decision.deny(
+            Reason.PERMISSION_DENIED,
+            f"subject {_q(p.subject)} has no cluster-level role that allows {t.method.short}",
+            principal=p, target=t,
+        )
+
+    def _some_namespace_role(self, p: Principal, facts: Facts, possible: set[int]) -> str:
+        for rid, b in enumerate(self.policy.bindings):
+            if rid in self._gated and rid not in possible:
+                continue
+            if b.namespaces is not None and b.methods and b.matcher(facts):
+                return b.name
+        if self.policy.temporal_permissions:
+            for ns, role in p.namespaces.items():
+                if self._perm_ns[role]:
+                    return f"{PERMISSIONS_RULE}:{ns}:{role_names(role)}"
+        return ""
+
+    @staticmethod
+    def _cluster_allowed(p: Principal, t: Target, rule: str) -> Decision:
+        return Decision.allow(
+            Reason.ALLOWED, f"subject {_q(p.subject)} may call {t.method.short} (cluster)",
+            p, t, rule=rule,
+        )

@@ -1,0 +1,205 @@
+"""``extauthz test FILE.yaml``: a table of expected decisions, run against a policy. Pure.
+
+Each case goes through the same steps the server runs after token verification: the request
+body is encoded from protobuf JSON and scanned by the real body scanner (``Pipeline.target``),
+the claims are mapped by Temporal's claim mapper, and the policy engine decides. File format:
+
+.. code-block:: yaml
+
+    policy: policy.yaml          # relative to this file; `--policy` overrides
+    principals:                  # named claim sets, reused by cases
+      alice: {sub: alice, groups: [finance]}
+    cases:
+      - name: finance may start payroll workflows
+        principal: alice         # or `claims: {...}` inline
+        method: StartWorkflowExecution   # bare, Service/Method or full path
+        namespace: payroll       # shortcut for request.namespace
+        request: {taskQueue: {name: payroll}}   # protobuf JSON (optional)
+        expect: allow            # allow | deny | dry-run (allowed, flagged dry-run)
+        code: explicit_deny      # optional: the reason code
+        rule: finance-starts     # optional: the binding/deny rule named by the decision
+
+A wrong expectation is reported with what came out instead, the rule and the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from extauthz import methods
+from extauthz.auth.types import ClaimMapping
+from extauthz.claims import ClaimMapper
+from extauthz.model import Decision, Target
+from extauthz.pipeline import CheckInput, Pipeline
+from extauthz.rules.document import PolicyError, load_file
+from extauthz.rules.engine import Engine
+
+EXPECTATIONS = ("allow", "deny", "dry-run")
+_CASE_KEYS = frozenset({"name", "principal", "claims", "method", "namespace", "request",
+                        "expect", "code", "rule"})
+
+
+class TableError(ValueError):
+    """The test file itself is wrong (not a failing case)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    """One case's outcome."""
+
+    name: str
+    passed: bool
+    expected: str
+    got: str
+    decision: Decision | None = None
+
+
+def _expect_of(d: Decision) -> str:
+    if d.dry_run:
+        return "dry-run"
+    return "allow" if d.allowed else "deny"
+
+
+def build_target(method: str, request: Mapping[str, Any]) -> Target | Decision:
+    """The Target the server would see for a call given in protobuf JSON form."""
+    from extauthz.offline import encode_request
+
+    path = method if method.startswith("/") else f"/{method}"
+    entry = methods.lookup(path) or methods.by_name(method)
+    if entry is None:
+        from extauthz.rules.categories import UnknownMethodError, resolve_method
+
+        try:
+            paths = resolve_method(method)
+        except UnknownMethodError:
+            raise TableError(f"unknown method {method!r}") from None
+        public = [x for x in paths if not x.startswith(f"/{methods.ADMIN_SERVICE}/")]
+        if len(paths) > 1 and len(public) == 1:  # a call by bare name: the public service
+            paths = frozenset(public)
+        if len(paths) != 1:
+            raise TableError(f"method {method!r} is ambiguous ({', '.join(sorted(paths))}); "
+                             "write Service/Method")
+        entry = methods.table()[next(iter(paths))]
+    body = encode_request(entry, request)
+    headers = {"content-type": "application/grpc"}
+    return _PIPELINE.target(entry, CheckInput(entry.method.path, headers, body))
+
+
+class _NoVerifier:
+    async def verify(self, token: str) -> Any:
+        raise AssertionError("tables give verified claims; no token is verified")
+
+
+_PIPELINE = Pipeline(_NoVerifier())  # only `target` (the body scanner) is used
+
+
+def run_case(engine: Engine, case: Mapping[str, Any], principals: Mapping[str, Any],
+             where: str, mapper: ClaimMapper) -> CaseResult:
+    """Run one case; raises ``TableError`` for a malformed case."""
+    unknown = sorted(set(case) - _CASE_KEYS)
+    if unknown:
+        raise TableError(f"{where}: unknown key {unknown[0]!r}; known: "
+                         f"{', '.join(sorted(_CASE_KEYS))}")
+    name = str(case.get("name") or where)
+    expect = case.get("expect")
+    if expect not in EXPECTATIONS:
+        raise TableError(f"{where}.expect: expected one of {', '.join(EXPECTATIONS)}, "
+                         f"got {expect!r}")
+    if "claims" in case:
+        claims = case["claims"]
+    elif isinstance(case.get("principal"), str):
+        if case["principal"] not in principals:
+            raise TableError(f"{where}.principal: {case['principal']!r} is not defined under "
+                             "`principals`")
+        claims = principals[case["principal"]]
+    else:
+        raise TableError(f"{where}: give `principal: NAME` or `claims: {{...}}`")
+    if not isinstance(claims, Mapping):
+        raise TableError(f"{where}: claims must be a mapping")
+    method = case.get("method")
+    if not isinstance(method, str):
+        raise TableError(f"{where}.method: required, a method name")
+    request = dict(case.get("request") or {})
+    if "namespace" in case:
+        request["namespace"] = case["namespace"]
+    try:
+        target = build_target(method, request)
+    except ValueError as exc:
+        raise TableError(f"{where}: {exc}") from None
+    if isinstance(target, Decision):
+        decision = target
+    else:
+        principal = mapper.principal(claims, str(claims.get("iss", "")))
+        decision = engine.decide(principal, target)
+    got = _expect_of(decision)
+    ok = got == expect
+    want = str(expect)
+    if "code" in case:
+        want += f" ({case['code']})"
+        ok = ok and str(decision.reason) == str(case["code"])
+    if "rule" in case:
+        want += f" by {case['rule']}"
+        ok = ok and decision.rule == case["rule"]
+    got_text = f"{got} ({decision.reason})" + (f" by {decision.rule}" if decision.rule else "")
+    return CaseResult(name, ok, want, f"{got_text}: {decision.message}", decision)
+
+
+def load_table(path: Path) -> dict[str, Any]:
+    """Parse a table file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TableError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise TableError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
+        raise TableError(f"{path}: expected a mapping with a `cases` list")
+    unknown = sorted(set(data) - {"policy", "principals", "cases"})
+    if unknown:
+        raise TableError(f"{path}: {unknown[0]}: unknown key; known: cases, principals, policy")
+    return data
+
+
+def run_file(path: str | Path, policy_path: str | Path | None = None
+             ) -> tuple[str, list[CaseResult]]:
+    """Run a table file; returns (the policy path used, results). Raises ``TableError`` or
+    ``PolicyError`` for a broken table or policy."""
+    p = Path(path)
+    data = load_table(p)
+    if policy_path is None:
+        named = data.get("policy")
+        if not isinstance(named, str):
+            raise TableError(f"{p}: name the policy with `policy: FILE` or pass --policy")
+        policy_path = p.parent / named
+    engine = Engine(load_file(policy_path))
+    principals = data.get("principals") or {}
+    if not isinstance(principals, Mapping):
+        raise TableError(f"{p}: principals: expected a mapping of name → claims")
+    mapper = ClaimMapper(ClaimMapping())
+    results = [
+        run_case(engine, case if isinstance(case, Mapping) else {}, principals,
+                 f"{p}: cases[{i}]", mapper)
+        for i, case in enumerate(data["cases"])
+    ]
+    return str(policy_path), results
+
+
+def report(policy: str, results: list[CaseResult]) -> tuple[str, bool]:
+    """Runner-style text and whether every case passed."""
+    lines = [f"policy {policy}"]
+    for r in results:
+        if r.passed:
+            lines.append(f"PASS  {r.name}")
+        else:
+            lines.append(f"FAIL  {r.name}\n      expected {r.expected}\n      got      {r.got}")
+    failed = sum(not r.passed for r in results)
+    lines.append(f"{len(results) - failed} passed, {failed} failed")
+    return "\n".join(lines), failed == 0
+
+
+__all__ = ["CaseResult", "PolicyError", "TableError", "report", "run_file"]

@@ -1,0 +1,247 @@
+"""The three policy rules end to end: the temporalio SDK → real Envoy → the authz server running
+``examples/policy.yaml`` (tokens from the dev issuer) → a real Temporal dev server.
+
+1. only group `finance` starts workflows in `payroll`; other readers list and describe them;
+2. developers describe/list/query/read history but cannot terminate, cancel, reset or delete;
+3. the billing service account's worker polls and completes on `billing-*` only; starting a
+   workflow on another queue is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from support.components import (
+    EnvoyInstance,
+    IssuerInstance,
+    TemporalInstance,
+    start_envoy,
+    start_extauthz,
+)
+from support.workflows import GreetingWorkflow, greet
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Worker
+
+REPO = Path(__file__).resolve().parents[2]
+RPC_TIMEOUT = timedelta(seconds=10)
+WF_TIMEOUT = timedelta(seconds=60)
+
+
+@pytest.fixture(scope="module")
+def policy_envoy(
+    e2e_dir: Path, temporal: TemporalInstance, issuer: IssuerInstance
+) -> Iterator[EnvoyInstance]:
+    """Envoy → an authz server with EXTAUTHZ_POLICY_FILE=examples/policy.yaml → Temporal."""
+    policy = e2e_dir / "policy.yaml"
+    shutil.copy(REPO / "examples" / "policy.yaml", policy)
+    authz = start_extauthz(e2e_dir, issuer.url, name="extauthz-policy",
+                           extra_env={"EXTAUTHZ_POLICY_FILE": str(policy)})
+    try:
+        envoy = start_envoy(e2e_dir, authz=authz.address, upstream=temporal.address)
+        try:
+            yield envoy
+        finally:
+            envoy.stop()
+    finally:
+        authz.proc.stop()
+
+
+async def _connect(envoy: EnvoyInstance, token: str, namespace: str) -> Client:
+    return await Client.connect(envoy.target, namespace=namespace, api_key=token, tls=False)
+
+
+def _finance(issuer: IssuerInstance) -> str:
+    return str(issuer.mint(sub="fiona", groups=["finance"]))
+
+
+def _developer(issuer: IssuerInstance) -> str:
+    return str(issuer.mint(sub="dave", groups=["developers"]))
+
+
+def _billing(issuer: IssuerInstance) -> str:
+    return str(issuer.mint(sub="billing-svc", client_id="billing-svc", gty="client-credentials"))
+
+
+def _assert_denied(exc: pytest.ExceptionInfo[RPCError], code: str) -> None:
+    assert exc.value.status == RPCStatusCode.PERMISSION_DENIED, exc.value
+    assert code in str(exc.value), exc.value
+
+
+@contextlib.asynccontextmanager
+async def billing_worker(envoy: EnvoyInstance, issuer: IssuerInstance) -> AsyncIterator[str]:
+    """The billing service account's worker, polling a fresh `billing-*` queue in default.
+    (Started inside the test: a fixture would run it on another event loop.)"""
+    client = await _connect(envoy, _billing(issuer), "default")
+    queue = f"billing-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=queue, workflows=[GreetingWorkflow],
+                      activities=[greet]):
+        yield queue
+
+
+# ---- rule 1 -------------------------------------------------------------------------------
+
+
+async def test_rule1_only_finance_starts_payroll(policy_envoy: EnvoyInstance,
+                                                 issuer: IssuerInstance) -> None:
+    """Finance starts a payroll workflow; a developer (who can read payroll) cannot."""
+    finance = await _connect(policy_envoy, _finance(issuer), "payroll")
+    wf_id = f"payroll-{uuid.uuid4()}"
+    handle = await finance.start_workflow(GreetingWorkflow.run, "payroll", id=wf_id,
+                                          task_queue="payroll", execution_timeout=WF_TIMEOUT)
+    dev = await _connect(policy_envoy, _developer(issuer), "payroll")
+    with pytest.raises(RPCError) as exc:
+        await dev.start_workflow(GreetingWorkflow.run, "x", id=f"dev-{uuid.uuid4()}",
+                                 task_queue="payroll", execution_timeout=WF_TIMEOUT)
+    _assert_denied(exc, "explicit_deny")
+    # other readers can still list and describe payroll workflows
+    described = await dev.get_workflow_handle(wf_id).describe()
+    assert described.id == wf_id
+    auditor = await _connect(policy_envoy, issuer.mint(sub="ada", groups=["auditors"]),
+                             "payroll")
+    found = [w.id async for w in auditor.list_workflows(f"WorkflowId = '{wf_id}'")]
+    assert found in ([wf_id], [])  # visibility is eventually consistent; the call is allowed
+    await handle.terminate("test done")  # finance has write on payroll
+
+
+# ---- rule 2 -------------------------------------------------------------------------------
+
+
+async def test_rule2_developers_inspect_but_never_destroy(
+    policy_envoy: EnvoyInstance, issuer: IssuerInstance
+) -> None:
+    """A developer describes, lists, queries and reads history of a workflow, and is refused
+    terminate, cancel, reset and delete."""
+    dev = await _connect(policy_envoy, _developer(issuer), "default")
+    wf_id = f"dev-{uuid.uuid4()}"
+    async with billing_worker(policy_envoy, issuer) as queue:
+        handle = await dev.start_workflow(GreetingWorkflow.run, "dev", id=wf_id,
+                                          task_queue=queue, execution_timeout=WF_TIMEOUT)
+        assert await handle.result() == "hello, dev"
+        assert (await handle.describe()).id == wf_id
+        history = await handle.fetch_history()
+        assert len(history.events) > 3
+        await handle.query("__stack_trace")  # answered by the billing worker
+    [_ async for _ in dev.list_workflows("WorkflowType = 'GreetingWorkflow'", limit=5)]
+    svc = dev.workflow_service
+    execution = WorkflowExecution(workflow_id=wf_id)
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "terminate": lambda: handle.terminate("no"),
+        "cancel": handle.cancel,
+        "reset": lambda: svc.reset_workflow_execution(rr.ResetWorkflowExecutionRequest(
+            namespace="default", workflow_execution=execution, reason="no",
+            workflow_task_finish_event_id=3, request_id=str(uuid.uuid4())),
+            retry=False, timeout=RPC_TIMEOUT),
+        "delete": lambda: svc.delete_workflow_execution(rr.DeleteWorkflowExecutionRequest(
+            namespace="default", workflow_execution=execution), retry=False,
+            timeout=RPC_TIMEOUT),
+    }
+    for name, call in calls.items():
+        with pytest.raises(RPCError) as exc:
+            await call()
+        _assert_denied(exc, "explicit_deny")
+        assert "developers-never-destroy" in str(exc.value), name
+
+
+# ---- rule 3 -------------------------------------------------------------------------------
+
+
+async def test_rule3_service_account_limited_to_billing_queues(
+    policy_envoy: EnvoyInstance, issuer: IssuerInstance
+) -> None:
+    """The billing worker completes a workflow on its billing-* queue; the same account is
+    refused starting a workflow on another queue and polling another queue."""
+    client = await _connect(policy_envoy, _billing(issuer), "default")
+    async with billing_worker(policy_envoy, issuer) as queue:
+        result = await client.execute_workflow(GreetingWorkflow.run, "billing",
+                                               id=f"bill-{uuid.uuid4()}", task_queue=queue,
+                                               execution_timeout=WF_TIMEOUT)
+    assert result == "hello, billing"
+    with pytest.raises(RPCError) as exc:
+        await client.start_workflow(GreetingWorkflow.run, "x", id=f"ship-{uuid.uuid4()}",
+                                    task_queue="shipping", execution_timeout=WF_TIMEOUT)
+    _assert_denied(exc, "task_queue_denied")
+    with pytest.raises(RPCError) as exc:
+        await client.workflow_service.poll_activity_task_queue(
+            rr.PollActivityTaskQueueRequest(namespace="default",
+                                            task_queue=TaskQueue(name="shipping")),
+            retry=False, timeout=RPC_TIMEOUT)
+    _assert_denied(exc, "task_queue_denied")
+    # and nothing outside its namespace or its role
+    payroll = await _connect(policy_envoy, _billing(issuer), "payroll")
+    with pytest.raises(RPCError) as exc:
+        await payroll.start_workflow(GreetingWorkflow.run, "x", id=f"p-{uuid.uuid4()}",
+                                     task_queue="billing-x", execution_timeout=WF_TIMEOUT)
+    assert exc.value.status == RPCStatusCode.PERMISSION_DENIED
+
+
+# ---- hot reload through the real server ---------------------------------------------------
+
+
+def _policy_health(target: str) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        answer = stub.Check(health_pb2.HealthCheckRequest(service="extauthz.policy"), timeout=5)
+        return int(answer.status)
+
+
+async def test_sighup_reload_applies_new_rule_and_keeps_old_on_error(
+    e2e_dir: Path, temporal: TemporalInstance, issuer: IssuerInstance
+) -> None:
+    """SIGHUP with an invalid file keeps the old policy (health `extauthz.policy` goes
+    NOT_SERVING); a valid file with a new deny rule applies from the reload on."""
+    import asyncio
+    import signal
+
+    from grpc_health.v1 import health_pb2
+
+    policy = e2e_dir / "policy-reload.yaml"
+    original = (REPO / "examples" / "policy.yaml").read_text()
+    policy.write_text(original)
+    # one process: SIGHUP goes to the server itself (`serve --workers N` supervisors do not
+    # forward it yet; their workers still pick up file changes by polling)
+    authz = start_extauthz(e2e_dir, issuer.url, name="extauthz-reload",
+                           extra_env={"EXTAUTHZ_POLICY_FILE": str(policy),
+                                      "EXTAUTHZ_WORKERS": "1",
+                                      "EXTAUTHZ_POLICY_POLL_SECONDS": "3600"})
+    envoy = start_envoy(e2e_dir, authz=authz.address, upstream=temporal.address)
+    try:
+        auditor = await _connect(envoy, issuer.mint(sub="ada", groups=["auditors"]), "payroll")
+        await auditor.count_workflows()
+        assert _policy_health(authz.target) == health_pb2.HealthCheckResponse.SERVING
+        policy.write_text(original.replace("roles: [read]", "roles: [reader]", 1))
+        authz.proc.signal(signal.SIGHUP)
+        for _ in range(50):
+            if _policy_health(authz.target) == health_pb2.HealthCheckResponse.NOT_SERVING:
+                break
+            await asyncio.sleep(0.1)
+        assert _policy_health(authz.target) == health_pb2.HealthCheckResponse.NOT_SERVING
+        await auditor.count_workflows()  # the old policy still decides
+        policy.write_text(original + """
+  - name: auditors-no-count
+    match: {groups: [auditors]}
+    methods: [CountWorkflowExecutions]
+""")
+        authz.proc.signal(signal.SIGHUP)
+        for _ in range(50):
+            if _policy_health(authz.target) == health_pb2.HealthCheckResponse.SERVING:
+                break
+            await asyncio.sleep(0.1)
+        with pytest.raises(RPCError) as exc:
+            await auditor.count_workflows()
+        _assert_denied(exc, "auditors-no-count")
+    finally:
+        envoy.stop()
+        authz.proc.stop()
