@@ -92,11 +92,11 @@ def unframe(
     message = view[FRAME_HEADER:]
     if flag == 0:
         return message
-    enc = (encoding or "identity").strip().lower()
-    if enc != "gzip":
+    enc = encoding or "identity"
+    if enc != "gzip":  # exactly, as grpc-go matches it: Temporal refuses "GZIP" (UNIMPLEMENTED)
         raise BodyError(
             Reason.UNSUPPORTED_ENCODING,
-            f"compressed message with grpc-encoding {enc!r}: only gzip is accepted",
+            f"compressed message with grpc-encoding {enc[:32]!r}: only gzip is accepted",
         )
     return memoryview(gunzip_all(message, max_message_bytes))
 
@@ -159,12 +159,19 @@ def _fields(
     fields: list[tuple[int, int, int, int]] = []
     pos = start
     while pos < end:
-        key, pos = _varint(buf, pos, end)
+        key = buf[pos]  # one-byte varints (fields 1-15, lengths < 128) without a call
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _varint(buf, pos, end)
         number, wire_type = key >> 3, key & 7
         if number == 0:
             raise BodyError(Reason.MALFORMED_BODY, "protobuf field number 0 is invalid")
         if wire_type == WT_LEN:
-            size, vstart = _varint(buf, pos, end)
+            if pos < end and buf[pos] < 0x80:
+                size, vstart = buf[pos], pos + 1
+            else:
+                size, vstart = _varint(buf, pos, end)
             pos = vstart + size
             if pos > end:
                 raise BodyError(Reason.MALFORMED_BODY, "protobuf field runs past the message end")

@@ -1,0 +1,118 @@
+"""The oracle: what a Temporal request acts on, read from the message ``temporalio`` decodes.
+
+Independent of ``extauthz.wire`` (no wire scanning) and of the scan plans in
+``extauthz.methods`` (no depth limit, no plan): it walks the decoded message by its
+descriptors with the rules DESIGN.md states, so comparing it with the scanner checks that the
+scanner reads the bytes as protobuf does (last one wins, merged messages, oneofs, repeats).
+
+- the request's own ``namespace`` (top level), or its namespace id where the method names one;
+- ``namespace`` of nested messages listed in ``methods.CROSS_NAMESPACE_MESSAGES``;
+- every ``temporal.api.taskqueue.v1.TaskQueue`` (its ``normal_name`` for a sticky queue that
+  has one) and every string field named in ``methods.TASK_QUEUE_STRING_FIELDS``.
+
+Empty values are dropped: an empty string and an absent one decode alike.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import symbol_database
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from extauthz import methods
+
+STICKY = 2
+
+
+@dataclass(frozen=True)
+class Found:
+    """Namespace, namespace id, other namespaces and task queues (multisets, no empties)."""
+
+    namespace: str
+    namespace_id: str
+    other_namespaces: Counter[str]
+    task_queues: Counter[str]
+
+
+@functools.cache
+def message_class(full_name: str) -> type[Message]:
+    """The generated ``temporalio`` class of a protobuf message name."""
+    _ensure_loaded()
+    cls: type[Message] = symbol_database.Default().GetSymbol(full_name)
+    return cls
+
+
+@functools.cache
+def _ensure_loaded() -> None:
+    # the request/response modules register every request message with the symbol database
+    from temporalio.api.operatorservice.v1 import request_response_pb2 as _op  # noqa: F401
+    from temporalio.api.workflowservice.v1 import request_response_pb2 as _wf  # noqa: F401
+
+
+def _repeated(fd: Any) -> bool:  # upb and pure-python descriptors differ
+    rep = getattr(fd, "is_repeated", None)
+    if rep is not None:
+        return bool(rep)
+    return bool(fd.label == FieldDescriptor.LABEL_REPEATED)
+
+
+def _real_queue(tq: Any) -> str:
+    return str(tq.normal_name if tq.kind == STICKY and tq.normal_name else tq.name)
+
+
+def extract(message: Message) -> Found:
+    """What ``message`` (a top-level request) acts on."""
+    desc: Any = message.DESCRIPTOR
+    namespace = ""
+    if "namespace" in desc.fields_by_name:
+        fd = desc.fields_by_name["namespace"]
+        if fd.type == FieldDescriptor.TYPE_STRING and not _repeated(fd):
+            namespace = str(getattr(message, "namespace"))  # noqa: B009
+    id_field = methods.NAMESPACE_ID_FIELDS.get(desc.name)
+    namespace_id = str(getattr(message, id_field)) if id_field else ""
+    others: Counter[str] = Counter()
+    queues: Counter[str] = Counter()
+    _walk(message, True, others, queues)
+    others.pop("", None)
+    queues.pop("", None)
+    return Found(namespace, namespace_id, others, queues)
+
+
+def _walk(message: Message, top: bool, others: Counter[str], queues: Counter[str]) -> None:
+    desc: Any = message.DESCRIPTOR
+    if desc.full_name == methods.TASK_QUEUE_MESSAGE:
+        queues[_real_queue(message)] += 1
+        return
+    fields: Sequence[tuple[Any, Any]] = message.ListFields()
+    for fd, value in fields:
+        if fd.type == FieldDescriptor.TYPE_STRING:
+            values = list(value) if _repeated(fd) else [value]
+            if (fd.name == "namespace" and not top and not _repeated(fd)
+                    and desc.full_name in methods.CROSS_NAMESPACE_MESSAGES):
+                others.update(values)
+            if fd.name in methods.TASK_QUEUE_STRING_FIELDS:
+                queues.update(values)
+        elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+            if fd.message_type.GetOptions().map_entry:
+                value_fd = fd.message_type.fields_by_name["value"]
+                if value_fd.type == FieldDescriptor.TYPE_MESSAGE:
+                    for item in value.values():
+                        _walk(item, False, others, queues)
+                continue
+            for item in (value if _repeated(fd) else [value]):
+                _walk(item, False, others, queues)
+
+
+def scanned(found: Any) -> Found:
+    """The scanner's ``wire.Extracted`` in the oracle's shape."""
+    others = Counter(str(x) for x in found.other_namespaces)
+    queues = Counter(str(x) for x in found.task_queues)
+    others.pop("", None)
+    queues.pop("", None)
+    return Found(found.namespace, found.namespace_id, others, queues)

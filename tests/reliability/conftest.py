@@ -1,0 +1,83 @@
+"""Fixtures for the reliability suite: real Envoy (envoy/envoy.yaml), the real authz server
+(its audit log is what the authorizer decided on), the dev issuer, a recording upstream that
+decodes what reached it, and a real Temporal dev server for the cases that matter.
+
+Figures (case counts, soak numbers, fuzz executions) are written as JSON to
+``EXTAUTHZ_REPORT_DIR`` (default: this session's temp dir) and printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # the `fuzz` package (the decoding oracle) is at the root
+    sys.path.insert(0, str(REPO))
+
+from support.components import (  # noqa: E402
+    IssuerInstance,
+    TemporalInstance,
+    start_issuer,
+    start_temporal,
+)
+
+_REPORTS: list[Path] = []
+
+
+@pytest.fixture(scope="session")
+def rel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where this session's logs and rendered configs go."""
+    return tmp_path_factory.mktemp("reliability")
+
+
+@pytest.fixture(scope="session")
+def report_dir(rel_dir: Path) -> Path:
+    """Where the figures go (``EXTAUTHZ_REPORT_DIR`` or the session's temp dir)."""
+    out = Path(os.environ.get("EXTAUTHZ_REPORT_DIR", str(rel_dir / "report")))
+    out.mkdir(parents=True, exist_ok=True)
+    _REPORTS.append(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def rel_issuer(rel_dir: Path) -> Iterator[IssuerInstance]:
+    """The development OIDC issuer."""
+    instance = start_issuer(rel_dir)
+    try:
+        yield instance
+    finally:
+        instance.proc.stop()
+
+
+@pytest.fixture(scope="session")
+def rel_temporal(rel_dir: Path) -> Iterator[TemporalInstance]:
+    """A Temporal dev server with namespaces default, payroll, other."""
+    instance = start_temporal(rel_dir)
+    try:
+        yield instance
+    finally:
+        instance.proc.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the figures this run wrote."""
+    for directory in dict.fromkeys(_REPORTS):
+        files = sorted(directory.glob("*.json"))
+        if not files:
+            continue
+        terminalreporter.section(f"reliability figures ({directory})")
+        for path in files:
+            data = json.loads(path.read_text())
+            summary = data.get("summary", data)
+            terminalreporter.write_line(f"{path.stem}: {json.dumps(summary, sort_keys=True)}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker the fault tests use to shape their private stack."""
+    config.addinivalue_line("markers", "rig(**options): how test_faults builds its stack")
