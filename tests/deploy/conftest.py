@@ -1,0 +1,40 @@
+"""Fixtures for the deployment tests: a real Temporal dev server and the development issuer on
+free loopback ports (shared by this directory's end-to-end tests), and where their logs go."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.components import IssuerInstance, TemporalInstance, start_issuer, start_temporal
+
+# helmchart.py and pki.py sit beside the tests
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(scope="session")
+def deploy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Logs, rendered configs and certificates of this session's deployment tests."""
+    return tmp_path_factory.mktemp("deploy")
+
+
+@pytest.fixture(scope="session")
+def deploy_temporal(deploy_dir: Path) -> Iterator[TemporalInstance]:
+    """Temporal dev server with namespaces default, payroll, other."""
+    instance = start_temporal(deploy_dir)
+    try:
+        yield instance
+    finally:
+        instance.proc.stop()
+
+
+@pytest.fixture(scope="session")
+def deploy_issuer(deploy_dir: Path) -> Iterator[IssuerInstance]:
+    """The development OIDC issuer."""
+    instance = start_issuer(deploy_dir)
+    try:
+        yield instance
+    finally:
+        instance.proc.stop()

@@ -1,0 +1,618 @@
+"""The Helm chart (helm/temporal-extauthz), rendered offline by the embedded Helm 4 of PyPI
+``helm-python-sdk``: it lints strictly, every manifest validates with ``kubernetes-validate
+--strict``, custom resources validate against ../shared/schemas, ``values.schema.json`` rejects
+typos, and the rendered objects have the properties the deployment guide promises."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from helmchart import (
+    CHART,
+    NAMESPACE,
+    RELEASE,
+    REPO,
+    VALUE_SETS,
+    Manifest,
+    envoy_config,
+    envoy_files,
+    find,
+    manifests,
+    merged,
+    notes,
+    one,
+    render_files,
+)
+
+from extauthz import config as extauthz_config
+from extauthz import envoyconfig
+
+KUBE_VERSION = "1.34.0"
+SCHEMAS = REPO.parent / "shared" / "schemas"
+CR_SCHEMAS = {
+    ("security.istio.io/v1", "AuthorizationPolicy"):
+        "authorizationpolicy-security.istio.io-v1.json",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring.coreos.com-v1.json",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitor-monitoring.coreos.com-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring.coreos.com-v1.json",
+}
+OIDC = {"issuerUrl": "https://login.example.com/realms/temporal", "clientId": "temporal"}
+ENVOY = f"{RELEASE}-envoy"
+
+SETS = sorted(VALUE_SETS)
+
+
+@pytest.fixture(scope="module", params=SETS)
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[Manifest]]:
+    """(value set name, every rendered object)."""
+    return request.param, manifests(VALUE_SETS[request.param])
+
+
+def _containers(doc: Manifest) -> list[dict[str, Any]]:
+    spec = doc["spec"]["template"]["spec"] if doc["kind"] == "Deployment" else doc["spec"]
+    return list(spec.get("initContainers", [])) + list(spec["containers"])
+
+
+def _pod_spec(doc: Manifest) -> dict[str, Any]:
+    spec: dict[str, Any] = doc["spec"]["template"]["spec"] if doc["kind"] == "Deployment" \
+        else doc["spec"]
+    return spec
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def _strict(schema: Any) -> Any:
+    """The schema with ``additionalProperties: false`` wherever it lists properties and allows
+    nothing else explicitly (the CRD schemas do not forbid unknown keys)."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if ("properties" in out and "additionalProperties" not in out
+                and not out.get("x-kubernetes-preserve-unknown-fields")):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+def _validate_custom_resource(doc: Manifest) -> None:
+    key = (doc["apiVersion"], doc["kind"])
+    schema = json.loads((SCHEMAS / CR_SCHEMAS[key]).read_text())
+    jsonschema.Draft7Validator(schema).validate(doc)
+    # and strictly for spec: a misspelled key in a custom resource is silently ignored by the
+    # API server, so it must fail here
+    spec_schema = _strict(schema["properties"]["spec"])
+    jsonschema.Draft7Validator(spec_schema).validate(doc["spec"])
+
+
+# ---- rendering, lint, validation -------------------------------------------------------------
+
+
+def test_value_sets_cover_the_required_scenarios() -> None:
+    """Besides the defaults, the tested value sets include standalone Envoy, Istio mode, HPA on,
+    NetworkPolicy on and an existing Secret (the issue's minimum), plus mTLS and monitoring."""
+    assert {"defaults", "standalone", "istio", "hpa", "networkpolicy", "existing-secret",
+            "mtls", "monitoring"} <= set(VALUE_SETS)
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_chart_lints_strictly(name: str) -> None:
+    """`helm lint --strict` (Helm 4, Kubernetes 1.34) reports nothing for every value set."""
+    report = helm.lint(CHART, VALUE_SETS[name], strict=True, kube_version=f"v{KUBE_VERSION}",
+                       namespace=NAMESPACE)
+    assert report["errors"] == [], report
+    assert report["messages"] == [], report
+
+
+def test_every_manifest_validates_strictly(rendered: tuple[str, list[Manifest]]) -> None:
+    """Every built-in object validates with kubernetes-validate --strict (unknown fields are
+    errors) against Kubernetes 1.34; Istio and Prometheus Operator resources validate against
+    ../shared/schemas (with unknown keys rejected in spec); cert-manager Certificates have the
+    fields cert-manager needs."""
+    name, docs = rendered
+    assert docs, name
+    for doc in docs:
+        kind = doc["kind"]
+        if (doc["apiVersion"], kind) in CR_SCHEMAS:
+            if not SCHEMAS.is_dir():
+                pytest.skip(f"{SCHEMAS} is absent: custom resources are not validated")
+            _validate_custom_resource(doc)
+        elif kind == "Certificate":
+            assert doc["apiVersion"] == "cert-manager.io/v1"
+            assert {"secretName", "issuerRef"} <= set(doc["spec"])
+            assert doc["spec"]["issuerRef"]["name"]
+        else:
+            try:
+                kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+            except kubernetes_validate.ValidationError as err:
+                path = ".".join(str(p) for p in err.path)
+                pytest.fail(f"{name}: {kind}/{doc['metadata']['name']}: {path}: {err.message}")
+
+
+def test_shared_schemas_are_present() -> None:
+    """The custom-resource schemas the validation uses are where the tests look for them."""
+    if not SCHEMAS.is_dir():
+        pytest.skip(f"{SCHEMAS} is absent: custom resources are not validated")
+    for filename in CR_SCHEMAS.values():
+        assert (SCHEMAS / filename).is_file(), filename
+
+
+def test_validation_would_catch_a_bad_manifest() -> None:
+    """The strict validators are live: an unknown field in a Deployment and in a ServiceMonitor
+    spec are both errors."""
+    docs = manifests(VALUE_SETS["monitoring"])
+    deployment = copy.deepcopy(one(docs, "Deployment", RELEASE))
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+    if SCHEMAS.is_dir():
+        monitor = copy.deepcopy(find(docs, "ServiceMonitor")[0])
+        monitor["spec"]["endpoint"] = monitor["spec"].pop("endpoints")
+        with pytest.raises(jsonschema.ValidationError):
+            _validate_custom_resource(monitor)
+
+
+# ---- values.schema.json ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"extauthz": {"replica": 3}}, "replica"),
+        ({"envoy": {"servce": {"type": "LoadBalancer"}}}, "servce"),
+        ({"tls": {"enable": True}}, "enable"),
+        ({"modes": "istio"}, "modes"),
+    ],
+)
+def test_schema_rejects_a_misspelled_key(values: dict[str, Any], message: str) -> None:
+    """A misspelled key anywhere is an error naming it (render and lint), not silently ignored."""
+    with pytest.raises(helm.HelmValuesError, match=message):
+        render_files(values)
+    report = helm.lint(CHART, values, strict=True)
+    assert any(message in m["error"] for m in report["messages"]), report
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"extauthz": {"replicas": "3"}},
+        {"envoy": {"port": "7233"}},
+        {"tls": {"enabled": "yes"}},
+        {"mode": "sidecar"},
+        {"envoy": {"authzTimeout": "1000"}},
+        {"envoy": {"maxRequestBytes": 1048576}},
+        {"istio": {"ports": [7233]}},
+        {"extauthz": {"config": {"listen": "0.0.0.0:1"}}},
+        {"extauthz": {"oidc": {"issuerUrl": "login.example.com"}}},
+    ],
+)
+def test_schema_rejects_a_wrong_type_or_value(values: dict[str, Any]) -> None:
+    """Wrong types, unknown enum values, a too-small max_request_bytes, a chart-managed key in
+    `extauthz.config` are rejected before anything renders."""
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(values)
+    with pytest.raises(helm.HelmValuesError):
+        render_files(values)
+
+
+def test_schema_accepts_every_value_set_and_the_defaults() -> None:
+    """values.yaml and every tested value set satisfy the schema (Helm's validator and the
+    jsonschema package agree)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    with helm.Chart.load(CHART) as chart:
+        for values in VALUE_SETS.values():
+            chart.validate_schema(values)
+            jsonschema.Draft7Validator(schema).validate(merged(defaults, values))
+
+
+def test_impossible_combinations_fail_with_a_reason() -> None:
+    """TLS in Istio mode, and TLS without Secrets or cert-manager, fail at install with a
+    message that says what to do."""
+    with pytest.raises(helm.HelmError, match="PeerAuthentication"):
+        render_files({"mode": "istio", "tls": {"enabled": True, "serverSecret": "a",
+                                               "clientSecret": "b"}})
+    with pytest.raises(helm.HelmError, match=r"tls\.serverSecret"):
+        render_files({"tls": {"enabled": True}})
+
+
+# ---- security properties ---------------------------------------------------------------------
+
+
+def test_every_container_is_locked_down(rendered: tuple[str, list[Manifest]]) -> None:
+    """Every container (server, Envoy, the helm test pod) runs as non-root with a read-only root
+    filesystem, no privilege escalation, all capabilities dropped, seccomp RuntimeDefault, and
+    resource requests; no pod mounts a service-account token."""
+    name, docs = rendered
+    pods = find(docs, "Deployment") + find(docs, "Pod")
+    assert pods, name
+    for doc in pods:
+        spec = _pod_spec(doc)
+        assert spec["automountServiceAccountToken"] is False
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in _containers(doc):
+            sc = container["securityContext"]
+            where = f"{name}: {doc['metadata']['name']}/{container['name']}"
+            assert sc["runAsNonRoot"] is True, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert "add" not in sc["capabilities"], where
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, where
+            assert container["resources"]["requests"], where
+
+
+def test_standard_labels_everywhere(rendered: tuple[str, list[Manifest]]) -> None:
+    """Every object carries app.kubernetes.io/{name,instance,version,managed-by,component} and
+    helm.sh/chart."""
+    name, docs = rendered
+    for doc in docs:
+        labels = doc["metadata"]["labels"]
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance",
+                    "app.kubernetes.io/version", "app.kubernetes.io/managed-by", "helm.sh/chart"):
+            assert key in labels, f"{name}: {doc['kind']}/{doc['metadata']['name']} lacks {key}"
+        assert labels["helm.sh/chart"] == "temporal-extauthz-0.1.0"
+
+
+def test_probes_use_grpc_health_of_the_check_server() -> None:
+    """Readiness is the gRPC health of the Check service on the Check port (plaintext); with
+    mTLS the probes move to the plaintext health-only port the server opens for them, because a
+    kubelet cannot present a client certificate. Liveness is TCP: an IdP outage (NOT_SERVING)
+    must not restart pods and lose their last-good keys."""
+    plain = one(manifests(VALUE_SETS["standalone"]), "Deployment", RELEASE)
+    c = _containers(plain)[0]
+    assert c["readinessProbe"]["grpc"] == {"port": 9191,
+                                           "service": "envoy.service.auth.v3.Authorization"}
+    assert c["livenessProbe"]["tcpSocket"] == {"port": 9191}
+    docs = manifests(VALUE_SETS["mtls"])
+    c = _containers(one(docs, "Deployment", RELEASE))[0]
+    assert c["readinessProbe"]["grpc"]["port"] == 9192
+    cfg = yaml.safe_load(one(docs, "ConfigMap", RELEASE)["data"]["config.yaml"])
+    assert cfg["health_listen"] == "0.0.0.0:9192"
+    assert cfg["listen"] == "0.0.0.0:9191"
+
+
+def test_envoy_probes_and_shutdown() -> None:
+    """Envoy is ready by its own /ready on the stats port, sleeps in preStop so endpoints move
+    away before it exits, and runs without hot restart."""
+    envoy = one(manifests(VALUE_SETS["standalone"]), "Deployment", ENVOY)
+    c = _containers(envoy)[0]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "stats"}
+    assert c["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
+    assert "--disable-hot-restart" in c["args"]
+    assert c["args"][c["args"].index("--config-path") + 1] == "/etc/envoy/config/envoy.yaml"
+
+
+def test_rendered_server_config_loads_with_the_real_loader(
+        rendered: tuple[str, list[Manifest]]) -> None:
+    """The server's config.yaml from the ConfigMap, with the Deployment's literal environment on
+    top, loads with extauthz.config (the same code `extauthz validate` runs)."""
+    name, docs = rendered
+    cm = one(docs, "ConfigMap", RELEASE)
+    data = yaml.safe_load(cm["data"]["config.yaml"])
+    settings = extauthz_config.from_mapping(data, f"{name}:config.yaml")
+    env = {k: v for k, v in _env(_containers(one(docs, "Deployment", RELEASE))[0]).items()
+           if isinstance(v, str)}
+    settings = extauthz_config.apply_env(settings, env)
+    assert settings.listen == "0.0.0.0:9191"
+    if VALUE_SETS[name] and "oidc" in (VALUE_SETS[name] or {}).get("extauthz", {}) \
+            and "issuerUrl" in VALUE_SETS[name]["extauthz"]["oidc"]:  # type: ignore[index]
+        assert [i.issuer for i in settings.issuers] == [OIDC["issuerUrl"]]
+        assert settings.issuers[0].audiences == ("temporal",)
+
+
+def test_extra_config_keys_reach_the_server_and_policy_is_mounted() -> None:
+    """`extauthz.config` keys end up in config.yaml; an inline policy becomes its own ConfigMap
+    mounted as a directory (not subPath), so the server's hot reload sees edits."""
+    docs = manifests(VALUE_SETS["monitoring"])
+    cfg = yaml.safe_load(one(docs, "ConfigMap", RELEASE)["data"]["config.yaml"])
+    assert cfg["token_cache_entries"] == 5000
+    assert cfg["policy_file"] == "/etc/extauthz/policy/policy.yaml"
+    assert cfg["metrics_listen"] == "0.0.0.0:9090"
+    policy = one(docs, "ConfigMap", f"{RELEASE}-policy")
+    assert yaml.safe_load(policy["data"]["policy.yaml"]) == {"version": 1,
+                                                             "profile": "temporal-compatible"}
+    deployment = one(docs, "Deployment", RELEASE)
+    mounts = {m["name"]: m for m in _containers(deployment)[0]["volumeMounts"]}
+    assert mounts["policy"]["mountPath"] == "/etc/extauthz/policy"
+    assert "subPath" not in mounts["policy"]
+
+
+def test_oidc_settings_come_from_an_existing_secret_by_reference() -> None:
+    """With `oidc.existingSecret` the issuer URL and client id are secretKeyRefs to the named
+    keys (the Secret users already create for Temporal's Web UI); an existing policy ConfigMap
+    is mounted by name."""
+    docs = manifests(VALUE_SETS["existing-secret"])
+    env = _env(_containers(one(docs, "Deployment", RELEASE))[0])
+    assert env["TEMPORAL_AUTH_PROVIDER_URL"] == {
+        "secretKeyRef": {"name": "temporal-ui-sso", "key": "issuer_url"}}
+    assert env["TEMPORAL_AUTH_CLIENT_ID"] == {
+        "secretKeyRef": {"name": "temporal-ui-sso", "key": "client_id"}}
+    volumes = {v["name"]: v for v in _pod_spec(one(docs, "Deployment", RELEASE))["volumes"]}
+    assert volumes["policy"]["configMap"]["name"] == "temporal-policy"
+    assert not find(docs, "Secret")
+
+
+def test_hpa_and_pdb() -> None:
+    """With autoscaling on, both Deployments get an autoscaling/v2 HPA and leave `replicas` to
+    it; PodDisruptionBudgets exist by default for both."""
+    docs = manifests(VALUE_SETS["hpa"])
+    hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in find(docs, "HorizontalPodAutoscaler")}
+    assert set(hpas) == {RELEASE, ENVOY}
+    assert hpas[RELEASE]["spec"]["maxReplicas"] == 6
+    assert hpas[ENVOY]["spec"]["maxReplicas"] == 8
+    for deployment in find(docs, "Deployment"):
+        assert "replicas" not in deployment["spec"]
+    pdbs = {p["metadata"]["name"] for p in find(manifests(None), "PodDisruptionBudget")}
+    assert pdbs == {RELEASE, ENVOY}
+
+
+def test_topology_spread_by_default() -> None:
+    """Both Deployments spread across zones and nodes without blocking scheduling."""
+    for deployment in find(manifests(None), "Deployment"):
+        constraints = _pod_spec(deployment)["topologySpreadConstraints"]
+        assert {c["topologyKey"] for c in constraints} == {"topology.kubernetes.io/zone",
+                                                           "kubernetes.io/hostname"}
+        assert all(c["whenUnsatisfiable"] == "ScheduleAnyway" for c in constraints)
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert all(c["labelSelector"]["matchLabels"] == selector for c in constraints)
+
+
+def test_network_policies_leave_no_way_around_envoy() -> None:
+    """Only Envoy pods may reach the authz server's Check port; in Temporal's namespace only
+    Envoy may reach the frontend's gRPC port, membership and metrics stay open, and the
+    frontend's HTTP API port (7243, which would bypass Envoy) is not opened."""
+    docs = manifests(VALUE_SETS["networkpolicy"])
+    policies = {p["metadata"]["name"]: p for p in find(docs, "NetworkPolicy")}
+    envoy_selector = one(docs, "Deployment", ENVOY)["spec"]["selector"]["matchLabels"]
+
+    authz = policies[RELEASE]["spec"]
+    assert authz["policyTypes"] == ["Ingress"]
+    check_rule = next(r for r in authz["ingress"] if r["ports"][0]["port"] == 9191)
+    assert check_rule["from"] == [{"podSelector": {"matchLabels": envoy_selector}}]
+    assert all("from" in r for r in authz["ingress"] if r["ports"][0]["port"] == 9191)
+
+    frontend = policies[f"{RELEASE}-temporal-frontend"]
+    assert frontend["metadata"]["namespace"] == NAMESPACE
+    assert frontend["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "temporal", "app.kubernetes.io/component": "frontend"}
+    rules = {r["ports"][0]["port"]: r for r in frontend["spec"]["ingress"]}
+    assert set(rules) == {7233, 6933, 9090}
+    assert rules[7233]["from"] == [{
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}},
+        "podSelector": {"matchLabels": envoy_selector}}]
+    envoy_np = policies[ENVOY]["spec"]["ingress"]
+    assert envoy_np[0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"temporal-client": "true"}}}]
+
+
+def test_istio_mode_renders_a_custom_authorization_policy_and_no_envoy() -> None:
+    """Istio mode: an AuthorizationPolicy with action CUSTOM, the provider by name, selecting
+    the frontend pods on the gRPC and HTTP ports; namespace scope puts it in Temporal's
+    namespace, mesh scope in the root namespace; no Envoy objects; only the frontend pods may
+    call the authz server."""
+    docs = manifests(VALUE_SETS["istio-namespace"])
+    policy = one(docs, "AuthorizationPolicy")
+    assert policy["metadata"]["namespace"] == NAMESPACE
+    assert policy["spec"]["action"] == "CUSTOM"
+    assert policy["spec"]["provider"] == {"name": "temporal-extauthz"}
+    assert policy["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "frontend"
+    assert policy["spec"]["rules"] == [{"to": [{"operation": {"ports": ["7233", "7243"]}}]}]
+    assert not [d for d in docs if d["metadata"]["name"].startswith(ENVOY)]
+    np = one(docs, "NetworkPolicy")["spec"]["ingress"][0]["from"][0]
+    assert np["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}
+    assert np["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "frontend"
+    mesh = one(manifests(VALUE_SETS["istio"]), "AuthorizationPolicy")
+    assert mesh["metadata"]["namespace"] == "istio-system"
+
+
+def test_istio_notes_carry_the_extension_provider() -> None:
+    """In Istio mode NOTES.txt prints the meshConfig extensionProviders entry with the settings
+    of envoy/envoy.yaml: fail closed, 503 on error, the whole body packed as bytes."""
+    text = notes(VALUE_SETS["istio"])
+    provider = yaml.safe_load(text[text.index("extensionProviders:"):text.index("Clients keep")])
+    entry = provider["extensionProviders"][0]
+    assert entry["name"] == "temporal-extauthz"
+    grpc_cfg = entry["envoyExtAuthzGrpc"]
+    assert grpc_cfg["service"] == f"{RELEASE}.{NAMESPACE}.svc.cluster.local"
+    assert grpc_cfg["port"] == 9191
+    assert grpc_cfg["failOpen"] is False
+    assert grpc_cfg["statusOnError"] == "503"
+    assert grpc_cfg["includeRequestBodyInCheck"] == {
+        "maxRequestBytes": 4194309, "allowPartialMessage": False, "packAsBytes": True}
+
+
+def test_notes_print_the_client_address() -> None:
+    """NOTES.txt tells clients Envoy's address, and warns when no issuer is configured."""
+    text = notes(VALUE_SETS["standalone"])
+    assert f"{ENVOY}.{NAMESPACE}.svc.cluster.local:7233" in text
+    assert "internal-frontend" in text
+    assert "no token issuer is configured" in notes(None)
+    assert "no token issuer is configured" not in text
+
+
+def test_helm_test_hook_checks_health_through_envoy() -> None:
+    """The `helm test` pod targets Envoy's Service and runs the bundled check script."""
+    pod = one(manifests(VALUE_SETS["standalone"]), "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    container = pod["spec"]["containers"][0]
+    assert _env(container)["TARGET"] == f"{ENVOY}.{NAMESPACE}.svc.cluster.local:7233"
+    assert container["args"] == [(CHART / "files" / "helm-test.py").read_text()]
+
+
+# ---- mTLS wiring -----------------------------------------------------------------------------
+
+
+def test_mtls_wires_both_sides_from_secrets() -> None:
+    """With tls.enabled the server reads tls.crt/tls.key/ca.crt from the server Secret and
+    requires client certificates; Envoy's extauthz cluster presents the client Secret's
+    certificate and verifies the server's name, both through file-based SDS that watches the
+    Secret volume (rotation without restart); cert-manager Certificates cover the names."""
+    docs = manifests(VALUE_SETS["mtls"])
+    cfg = yaml.safe_load(one(docs, "ConfigMap", RELEASE)["data"]["config.yaml"])
+    assert cfg["tls"] == {"cert_file": "/etc/extauthz/tls/tls.crt",
+                          "key_file": "/etc/extauthz/tls/tls.key",
+                          "client_ca_file": "/etc/extauthz/tls/ca.crt",
+                          "require_client_cert": True}
+    server = _pod_spec(one(docs, "Deployment", RELEASE))
+    assert {"name": "tls", "secret": {"secretName": f"{RELEASE}-server-tls"}} in server["volumes"]
+    envoy = _pod_spec(one(docs, "Deployment", ENVOY))
+    assert {"name": "authz-tls", "secret": {"secretName": f"{RELEASE}-client-tls"}} \
+        in envoy["volumes"]
+
+    files = envoy_files(VALUE_SETS["mtls"])
+    cluster = envoyconfig.cluster(yaml.safe_load(files["envoy.yaml"]), "extauthz")
+    tls = cluster["transport_socket"]["typed_config"]
+    host = f"{RELEASE}.{NAMESPACE}.svc.cluster.local"
+    assert tls["sni"] == host
+    sds = tls["common_tls_context"]["tls_certificate_sds_secret_configs"][0]["sds_config"]
+    assert sds["path_config_source"]["watched_directory"] == {"path": "/etc/envoy/authz-tls"}
+    ca = yaml.safe_load(files["sds-authz-server-ca.yaml"])["resources"][0]["validation_context"]
+    assert ca["match_typed_subject_alt_names"] == [{"san_type": "DNS", "matcher": {"exact": host}}]
+
+    certs = {c["metadata"]["name"]: c for c in find(docs, "Certificate")}
+    assert host in certs[f"{RELEASE}-server"]["spec"]["dnsNames"]
+    assert certs[f"{RELEASE}-server"]["spec"]["secretName"] == f"{RELEASE}-server-tls"
+    assert certs[f"{RELEASE}-client"]["spec"]["usages"][0] == "client auth"
+    assert certs[f"{RELEASE}-server"]["spec"]["issuerRef"]["kind"] == "ClusterIssuer"
+
+
+# ---- Envoy config: the same as envoy/envoy.yaml ----------------------------------------------
+
+
+def _canonical() -> dict[str, Any]:
+    return envoyconfig.load(REPO / "envoy" / "envoy.yaml")
+
+
+def _without(d: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in keys}
+
+
+def test_envoy_external_listener_is_the_canonical_one() -> None:
+    """With default values the chart's external listener (ext_authz filter, connection manager,
+    routes, header stripping, limits) equals envoy/envoy.yaml's, apart from its address."""
+    chart = envoyconfig.listener(envoy_config(), "external")
+    canonical = envoyconfig.listener(_canonical(), "external")
+    assert _without(chart, "address") == _without(canonical, "address")
+    assert chart["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 7233}
+
+
+@pytest.mark.parametrize("name", ["extauthz", "temporal_frontend"])
+def test_envoy_clusters_match_the_canonical_ones(name: str) -> None:
+    """The chart's extauthz and temporal_frontend clusters equal the canonical ones (health
+    checks, timeouts, HTTP/2 windows) except for discovery: DNS of the Services instead of
+    static loopback addresses."""
+    chart = envoyconfig.cluster(envoy_config(), name)
+    canonical = envoyconfig.cluster(_canonical(), name)
+    skip = ("type", "cluster_type", "load_assignment")
+    assert _without(chart, *skip) == _without(canonical, *skip)
+    assert chart["cluster_type"]["typed_config"]["@type"].endswith("DnsCluster")
+
+
+def test_envoy_config_follows_values() -> None:
+    """Values that tune Envoy land where they belong; failure_mode_allow stays false."""
+    values = {"envoy": {"authzTimeout": "0.25s", "maxRequestBytes": 8388613,
+                        "perConnectionBufferLimitBytes": 16777216, "streamIdleTimeout": "300s",
+                        "routeIdleTimeout": "300s", "port": 8233},
+              "temporal": {"namespace": "t", "frontend": {"host": "prod-temporal-frontend",
+                                                          "port": 7000}}}
+    config = envoy_config(values)
+    authz = envoyconfig.ext_authz_filter(config)
+    assert authz["grpc_service"]["timeout"] == "0.25s"
+    assert authz["with_request_body"]["max_request_bytes"] == 8388613
+    assert authz["failure_mode_allow"] is False
+    external = envoyconfig.listener(config, "external")
+    assert external["per_connection_buffer_limit_bytes"] == 16777216
+    assert envoyconfig.http_connection_manager(external)["stream_idle_timeout"] == "300s"
+    assert external["address"]["socket_address"]["port_value"] == 8233
+    endpoint = envoyconfig.cluster(config, "temporal_frontend")["load_assignment"]["endpoints"][0]
+    assert endpoint["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
+        "address": "prod-temporal-frontend.t.svc.cluster.local", "port_value": 7000}
+    authz_ep = envoyconfig.cluster(config, "extauthz")["load_assignment"]["endpoints"][0]
+    assert authz_ep["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["address"] == \
+        f"{RELEASE}-headless.{NAMESPACE}.svc.cluster.local"
+
+
+def test_envoy_has_no_unauthorized_listener_and_a_loopback_admin() -> None:
+    """The chart's Envoy has no internal (unauthorized) listener; admin is on loopback; the
+    stats listener serves exactly GET /stats/prometheus and GET /ready from it."""
+    config = envoy_config()
+    names = [lst["name"] for lst in config["static_resources"]["listeners"]]
+    assert names == ["external", "stats"]
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    stats = envoyconfig.http_connection_manager(envoyconfig.listener(config, "stats"))
+    routes = stats["route_config"]["virtual_hosts"][0]["routes"]
+    served = [(r["match"]["path"], r["match"]["headers"][0]["string_match"]["exact"])
+              for r in routes if "route" in r]
+    assert served == [("/stats/prometheus", "GET"), ("/ready", "GET")]
+    assert routes[-1] == {"match": {"prefix": "/"}, "direct_response": {"status": 404}}
+    assert not any(f == "envoy.filters.http.ext_authz"
+                   for f in [h["name"] for h in stats["http_filters"]])
+
+
+def test_envoy_pods_roll_when_the_envoy_config_changes() -> None:
+    """The Envoy Deployment carries a checksum of its ConfigMap, so a config change rolls it."""
+    def checksum(values: dict[str, Any] | None) -> str:
+        deployment = one(manifests(values), "Deployment", ENVOY)
+        return str(deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
+    assert checksum(None) != checksum({"envoy": {"authzTimeout": "2s"}})
+    assert checksum(None) == checksum({"extauthz": {"replicas": 5}})
+
+
+# ---- observability files ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("copy_path", "canonical"), [
+    ("files/dashboard.json", "dashboards/extauthz.json"),
+    ("files/alerts.yaml", "alerts/extauthz-rules.yml"),
+])
+def test_chart_copies_of_dashboard_and_alerts_are_identical(copy_path: str,
+                                                            canonical: str) -> None:
+    """Helm reads files only inside the chart: its copies of the dashboard and the alert rules
+    are byte-identical to the canonical files
+    (fix: cp <canonical> helm/temporal-extauthz/<copy>)."""
+    source = REPO / canonical
+    target = CHART / copy_path
+    assert target.read_bytes() == source.read_bytes(), (
+        f"{target} differs from {source}: run `cp {canonical} helm/temporal-extauthz/{copy_path}`")
+
+
+def test_dashboard_and_rules_are_rendered_from_the_files() -> None:
+    """The dashboard ConfigMap (label grafana_dashboard "1", folder annotation, its own
+    namespace) carries the dashboard JSON; the PrometheusRule carries the rules file's groups."""
+    docs = manifests(VALUE_SETS["monitoring"])
+    dashboard = one(docs, "ConfigMap", f"{RELEASE}-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Temporal / Security"}
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert json.loads(dashboard["data"]["temporal-extauthz.json"]) == json.loads(
+        (REPO / "dashboards" / "extauthz.json").read_text())
+    rule = one(docs, "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load(
+        (REPO / "alerts" / "extauthz-rules.yml").read_text())["groups"]
+    monitors = {(m["kind"], m["metadata"]["name"]): m for m in docs
+                if m["kind"] in ("ServiceMonitor", "PodMonitor")}
+    assert set(monitors) == {("ServiceMonitor", RELEASE), ("ServiceMonitor", ENVOY),
+                             ("PodMonitor", RELEASE), ("PodMonitor", ENVOY)}
+    assert monitors[("ServiceMonitor", ENVOY)]["spec"]["endpoints"][0]["path"] == \
+        "/stats/prometheus"
+    assert monitors[("ServiceMonitor", RELEASE)]["metadata"]["labels"]["release"] == \
+        "kube-prometheus-stack"
+
+
+def test_chart_files_exist_only_inside_the_chart() -> None:
+    """Everything the templates read with .Files.Get is inside the chart directory."""
+    for path in ("files/dashboard.json", "files/alerts.yaml", "files/helm-test.py"):
+        assert (CHART / path).is_file(), path
+    assert Path(CHART / "values.schema.json").is_file()
