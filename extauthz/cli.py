@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--issuer", default=None, help="dev issuer URL (default: the local stack's)")
 
     st = sub.add_parser("stack", help="run the local development stack (Temporal, Envoy, ...)")
-    st.add_argument("--transport", choices=["grpc"], default="grpc")
+    st.add_argument("--transport", choices=["grpc", "http"], default="grpc",
+                    help="Envoy's ext_authz protocol (README: Choosing a transport)")
 
     e = sub.add_parser("envoy-config", help="render envoy/envoy.yaml for other addresses")
     e.add_argument("args", nargs=argparse.REMAINDER)
@@ -180,7 +181,7 @@ def _token(args: argparse.Namespace) -> int:
 def _stack(args: argparse.Namespace) -> int:
     from extauthz import stack
 
-    return int(stack.run())
+    return int(stack.run(stack.StackConfig(transport=args.transport)))
 
 
 def _envoy_config(args: argparse.Namespace) -> int:

@@ -24,6 +24,9 @@ Environment (the names users already put in Temporal's Helm values):
 - ``EXTAUTHZ_HEALTH_LISTEN``: ``host:port`` of a plaintext server with only ``grpc.health.v1``
   (for Kubernetes ``grpc:`` probes, which cannot present a client certificate); overrides
   ``health_listen``. Empty: health is served on ``listen`` only.
+- ``EXTAUTHZ_TRANSPORT``: ``grpc`` (default), ``http`` or ``both``: Envoy's gRPC ext_authz
+  protocol on ``listen``, its HTTP protocol on ``http_listen`` (``EXTAUTHZ_HTTP_LISTEN``,
+  default ``127.0.0.1:9192``, checks under ``http_path_prefix``, default ``/check``), or both.
 - ``EXTAUTHZ_LOG_LEVEL`` / ``EXTAUTHZ_LOG_FORMAT`` / ``EXTAUTHZ_AUDIT_ALLOW_SAMPLE_RATE`` /
   ``EXTAUTHZ_WORKERS``: override ``log_level``, ``log_format``, ``audit_allow_sample_rate`` and
   ``workers``.
@@ -44,6 +47,8 @@ from extauthz.auth.types import ASYMMETRIC_ALGORITHMS, ClaimMapping, IssuerConfi
 from extauthz.claims import validate_regex
 
 DEFAULT_LISTEN = "127.0.0.1:9191"
+DEFAULT_HTTP_LISTEN = "127.0.0.1:9192"
+TRANSPORTS = ("grpc", "http", "both")
 # above Envoy's max_request_bytes (4 MiB + 5) plus the CheckRequest's headers
 DEFAULT_GRPC_MAX_RECEIVE_BYTES = 16 * 1024 * 1024
 
@@ -101,12 +106,26 @@ class Settings:
     # server TLS / mTLS (extauthz.server.tls); a plaintext health-only port for probes
     tls: TLSSettings = TLSSettings()
     health_listen: str = ""
+    # Envoy's gRPC ext_authz protocol on `listen`, its HTTP protocol on `http_listen`, or both
+    transport: str = "grpc"
+    http_listen: str = DEFAULT_HTTP_LISTEN
+    http_path_prefix: str = "/check"
     source: str = "<defaults>"
 
     @property
     def host_port(self) -> tuple[str, int]:
         """``listen`` split into host and port."""
         return parse_host_port(self.listen, "listen", self.source)
+
+    @property
+    def serves_grpc(self) -> bool:
+        """Whether the gRPC Check service listens (transport grpc or both)."""
+        return self.transport != "http"
+
+    @property
+    def serves_http(self) -> bool:
+        """Whether the HTTP ext_authz service listens (transport http or both)."""
+        return self.transport != "grpc"
 
 
 def parse_host_port(value: str, key: str, source: str) -> tuple[str, int]:
@@ -274,6 +293,9 @@ def from_mapping(data: object, source: str) -> Settings:
         workers=r.get("workers", int, d.workers),
         tls=_tls(r),
         health_listen=r.get("health_listen", str, d.health_listen),
+        transport=r.get("transport", str, d.transport).lower(),
+        http_listen=r.get("http_listen", str, d.http_listen),
+        http_path_prefix=r.get("http_path_prefix", str, d.http_path_prefix),
         source=source,
     )
     r.done()
@@ -309,6 +331,25 @@ def _check_observability(settings: Settings, source: str) -> None:
     if settings.workers < 0:
         raise ConfigError(f"{source}: workers: must be 0 (one per CPU) or more, "
                           f"got {settings.workers}")
+    _check_transport(settings, source)
+
+
+def _check_transport(settings: Settings, source: str) -> None:
+    """``transport``, ``http_listen`` and ``http_path_prefix`` (messages name the key)."""
+    if settings.transport not in TRANSPORTS:
+        raise ConfigError(f"{source}: transport: expected one of {', '.join(TRANSPORTS)}, "
+                          f"got {settings.transport!r}")
+    if not settings.serves_http:
+        return
+    parse_host_port(settings.http_listen, "http_listen", source)
+    prefix = settings.http_path_prefix
+    if not prefix.startswith("/") or prefix.endswith("/") or prefix.startswith("/healthz"):
+        raise ConfigError(f"{source}: http_path_prefix: expected a path like /check (starts "
+                          f"with /, no trailing /, not /healthz), got {prefix!r}; it must "
+                          "equal Envoy's http_service.path_prefix")
+    if settings.tls.enabled:
+        raise ConfigError(f"{source}: tls: not supported with transport {settings.transport!r} "
+                          "yet (the HTTP listener is plaintext); use transport: grpc for TLS")
 
 
 def _tls(r: _Reader) -> TLSSettings:
@@ -401,13 +442,12 @@ def apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
             raise ConfigError(f"environment: EXTAUTHZ_WORKERS: expected a whole number, "
                               f"got {workers!r}")
         changes["workers"] = int(workers)
-    if "EXTAUTHZ_HEALTH_LISTEN" in env:
-        health_listen = env["EXTAUTHZ_HEALTH_LISTEN"].strip()
-        if health_listen:
-            parse_host_port(health_listen, "EXTAUTHZ_HEALTH_LISTEN", "environment")
-        changes["health_listen"] = health_listen
-    if (tls := _tls_from_env(settings.tls, env)) is not settings.tls:
-        changes["tls"] = tls
+    changes.update(_tls_env_changes(settings, env))
+    if transport := env.get("EXTAUTHZ_TRANSPORT", "").strip():
+        changes["transport"] = transport.lower()
+    if http_listen := env.get("EXTAUTHZ_HTTP_LISTEN", "").strip():
+        parse_host_port(http_listen, "EXTAUTHZ_HTTP_LISTEN", "environment")
+        changes["http_listen"] = http_listen
     url = env.get("TEMPORAL_AUTH_PROVIDER_URL", "").strip()
     if url and not settings.issuers:
         audience = env.get("EXTAUTHZ_AUDIENCE", "").strip() or env.get(
@@ -436,6 +476,19 @@ def require_issuers(settings: Settings) -> None:
         )
 
 
+
+
+def _tls_env_changes(settings: Settings, env: Mapping[str, str]) -> dict[str, Any]:
+    """``EXTAUTHZ_HEALTH_LISTEN`` and ``EXTAUTHZ_TLS_*`` as changes to ``settings``."""
+    changes: dict[str, Any] = {}
+    if "EXTAUTHZ_HEALTH_LISTEN" in env:
+        health_listen = env["EXTAUTHZ_HEALTH_LISTEN"].strip()
+        if health_listen:
+            parse_host_port(health_listen, "EXTAUTHZ_HEALTH_LISTEN", "environment")
+        changes["health_listen"] = health_listen
+    if (tls := _tls_from_env(settings.tls, env)) is not settings.tls:
+        changes["tls"] = tls
+    return changes
 
 
 def _tls_from_env(tls: TLSSettings, env: Mapping[str, str]) -> TLSSettings:

@@ -15,6 +15,11 @@ Where the file is found (first match wins):
 3. ``envoy/envoy.yaml`` next to the ``extauthz`` package (a source checkout or an editable
    install).
 
+For Envoy's HTTP ext_authz protocol (``transport="http"``, ``--transport http``) the file is
+``envoy/envoy-http.yaml`` (or ``$EXTAUTHZ_ENVOY_HTTP_CONFIG``): the same listeners and clusters,
+with ``http_service`` instead of ``grpc_service``; the authz address then also moves
+``http_service.server_uri.uri``.
+
 Otherwise :class:`EnvoyConfigNotFound` says so; an installed wheel does not ship the file (it is
 not package data, and no generated copy is committed).
 
@@ -37,6 +42,9 @@ from typing import Any
 import yaml
 
 ENV_VAR = "EXTAUTHZ_ENVOY_CONFIG"
+HTTP_ENV_VAR = "EXTAUTHZ_ENVOY_HTTP_CONFIG"
+TRANSPORTS = ("grpc", "http")
+_FILES = {"grpc": ("envoy.yaml", ENV_VAR), "http": ("envoy-http.yaml", HTTP_ENV_VAR)}
 
 EXTERNAL_LISTENER = "external"
 INTERNAL_LISTENER = "internal"
@@ -56,26 +64,30 @@ class EnvoyConfigError(ValueError):
     """The config does not have the shape this module edits (a listener or cluster is missing)."""
 
 
-def default_path() -> Path:
+def default_path(transport: str = "grpc") -> Path:
     """Where the canonical config is, per the module docstring; raise if it is nowhere."""
-    env = os.environ.get(ENV_VAR)
+    if transport not in _FILES:
+        raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+    name, var = _FILES[transport]
+    env = os.environ.get(var)
     if env:
         path = Path(env)
         if not path.is_file():
-            raise EnvoyConfigNotFound(f"{ENV_VAR}={env} is not a file")
+            raise EnvoyConfigNotFound(f"{var}={env} is not a file")
         return path
-    path = Path(__file__).resolve().parent.parent / "envoy" / "envoy.yaml"
+    path = Path(__file__).resolve().parent.parent / "envoy" / name
     if path.is_file():
         return path
     raise EnvoyConfigNotFound(
-        f"envoy/envoy.yaml not found next to the extauthz package ({path}); "
-        f"run from a source checkout or set {ENV_VAR} to the file"
+        f"envoy/{name} not found next to the extauthz package ({path}); "
+        f"run from a source checkout or set {var} to the file"
     )
 
 
-def load(source: Path | str | None = None) -> dict[str, Any]:
-    """Parse the canonical config (or ``source``) into plain dicts and lists."""
-    path = Path(source) if source is not None else default_path()
+def load(source: Path | str | None = None, transport: str = "grpc") -> dict[str, Any]:
+    """Parse the canonical config for ``transport`` (or ``source``) into plain dicts and
+    lists."""
+    path = Path(source) if source is not None else default_path(transport)
     if not path.is_file():
         raise EnvoyConfigNotFound(f"Envoy config {path} is not a file")
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -185,18 +197,25 @@ def edit(
         _set_socket(out["admin"], admin)
     if authz is not None:
         _set_endpoint(cluster(out, AUTHZ_CLUSTER), authz)
+        http_service = ext_authz_filter(out).get("http_service")
+        if http_service is not None:
+            host = f"[{authz[0]}]" if ":" in authz[0] else authz[0]
+            http_service["server_uri"]["uri"] = f"http://{host}:{authz[1]}"
     if upstream is not None:
         _set_endpoint(cluster(out, UPSTREAM_CLUSTER), upstream)
     if authz_timeout is not None:
         if authz_timeout <= 0:
             raise ValueError("authz_timeout must be positive")
-        ext_authz_filter(out)["grpc_service"]["timeout"] = f"{authz_timeout:.3f}s"
+        ext = ext_authz_filter(out)
+        service = ext["http_service"]["server_uri"] if "http_service" in ext else ext[
+            "grpc_service"]
+        service["timeout"] = f"{authz_timeout:.3f}s"
     return out
 
 
 def dump(config: dict[str, Any]) -> str:
     """YAML text for Envoy, with a note on where it came from."""
-    header = "# Rendered from envoy/envoy.yaml by extauthz.envoyconfig; edit that file, not this.\n"
+    header = "# Rendered from envoy/ by extauthz.envoyconfig; edit the file there, not this.\n"
     return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False, width=120)
 
 
@@ -210,11 +229,13 @@ def render(
     *,
     drop_internal: bool = False,
     source: Path | str | None = None,
+    transport: str = "grpc",
 ) -> str:
-    """The canonical Envoy config as YAML text with the given addresses (others unchanged)."""
+    """The canonical Envoy config for ``transport`` as YAML text with the given addresses
+    (others unchanged)."""
     return dump(
         edit(
-            load(source),
+            load(source, transport),
             listen=listen,
             internal_listen=internal_listen,
             admin=admin,
@@ -236,7 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--internal-listen", type=parse_address, help="internal listener HOST:PORT")
     parser.add_argument("--no-internal", action="store_true", help="drop the internal listener")
     parser.add_argument("--admin", type=parse_address, help="admin HOST:PORT")
-    parser.add_argument("--authz", type=parse_address, help="extauthz gRPC server HOST:PORT")
+    parser.add_argument("--transport", choices=TRANSPORTS, default="grpc",
+                        help="ext_authz protocol: grpc (envoy/envoy.yaml) or http "
+                        "(envoy/envoy-http.yaml)")
+    parser.add_argument("--authz", type=parse_address,
+                        help="extauthz server HOST:PORT (its gRPC listen or its http_listen)")
     parser.add_argument("--upstream", type=parse_address, help="Temporal frontend HOST:PORT")
     parser.add_argument("--authz-timeout", type=float, help="ext_authz call timeout in seconds")
     parser.add_argument(
@@ -254,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             authz_timeout=args.authz_timeout,
             drop_internal=args.no_internal,
             source=args.source,
+            transport=args.transport,
         )
     except (EnvoyConfigNotFound, EnvoyConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -461,18 +461,24 @@ def start_extauthz(
     log_path: Path,
     config_file: Path | None = None,
     timeout: float = 30.0,
+    health_url: str | None = None,
 ) -> ManagedProcess:
-    """The authz server (``python -m extauthz serve``); ready when gRPC health says SERVING
-    (which it does only once the issuer's keys are loaded)."""
+    """The authz server (``python -m extauthz serve``); ready when gRPC health on ``listen``
+    says SERVING, or, with ``health_url`` (the HTTP transport's ``/healthz``), when that
+    answers 200 (either happens only once the issuer's keys are loaded)."""
     argv = [sys.executable, "-m", "extauthz", "serve"]
     if config_file is not None:
         argv += ["--config", str(config_file)]
     proc = ManagedProcess("extauthz", argv, log_path=log_path, env=env).start()
     target = f"{listen[0]}:{listen[1]}"
     try:
-        proc.wait_ready(
-            lambda: _grpc_health_serving(target), timeout, f"extauthz health at {target}"
-        )
+        if health_url is not None:
+            proc.wait_ready(lambda: http_get(health_url)[0] == 200, timeout,
+                            f"extauthz health at {health_url}")
+        else:
+            proc.wait_ready(
+                lambda: _grpc_health_serving(target), timeout, f"extauthz health at {target}"
+            )
     except BaseException:
         proc.stop()
         raise

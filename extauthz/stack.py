@@ -9,7 +9,9 @@
    ``.stack/issuer/``;
 3. the authz server (``python -m extauthz serve``) on 127.0.0.1:9191, trusting that issuer for
    audience ``temporal``;
-4. Envoy from ``envoy/envoy.yaml`` on 127.0.0.1:7233, so the ``temporal`` CLI's default address
+   (``--transport http``: Envoy's HTTP ext_authz protocol on 127.0.0.1:9192 instead);
+4. Envoy from ``envoy/envoy.yaml`` (``--transport http``: ``envoy/envoy-http.yaml``) on
+   127.0.0.1:7233, so the ``temporal`` CLI's default address
    goes through authorization (admin on 127.0.0.1:9901, internal listener on 127.0.0.1:7235).
 
 It checks that an allowed call passes and a denied one is refused, prints what runs where with
@@ -54,6 +56,14 @@ class StackConfig:
     issuer_port: int = devissuer.DEFAULT_PORT
     namespaces: tuple[str, ...] = ("default", "payroll")
     persist: bool = True
+    # Envoy's ext_authz protocol: grpc (authz_port) or http (authz_http_port)
+    transport: str = "grpc"
+    authz_http_port: int = 9192
+
+    @property
+    def check_port(self) -> int:
+        """Where Envoy sends checks for this transport."""
+        return self.authz_http_port if self.transport == "http" else self.authz_port
 
     @property
     def issuer_url(self) -> str:
@@ -83,7 +93,7 @@ def _check_ports_free(config: StackConfig) -> None:
             ("Envoy", config.envoy_port),
             ("Temporal", config.temporal_port),
             ("Envoy internal", config.internal_port),
-            ("extauthz", config.authz_port),
+            ("extauthz", config.check_port),
             ("Envoy admin", config.admin_port),
             ("dev issuer", config.issuer_port),
         )
@@ -146,7 +156,7 @@ temporal-extauthz local stack is up (development only).
   Envoy (authorized)    {h}:{config.envoy_port}   <- point clients here (the temporal CLI default)
   Temporal frontend     {h}:{config.temporal_port}   (direct, NO authorization)
   Envoy internal        {h}:{config.internal_port}   (cluster-internal listener, NO authorization)
-  extauthz (gRPC)       {h}:{config.authz_port}
+  {f"extauthz ({config.transport})":22}{h}:{config.check_port}
   dev OIDC issuer       {config.issuer_url}
   Envoy admin           http://{h}:{config.admin_port}
   namespaces            {", ".join(config.namespaces)}
@@ -200,11 +210,19 @@ class Stack:
                 c.issuer_port, host=c.host, state_dir=state / "issuer",
                 log_path=logs / "issuer.log",
             ))
-            say(f"starting extauthz on {c.host}:{c.authz_port} ...")
-            authz = c.address(c.authz_port)
-            env = procs.extauthz_env(listen=authz, issuer_url=c.issuer_url)
+            say(f"starting extauthz ({c.transport}) on {c.host}:{c.check_port} ...")
+            authz = c.address(c.check_port)
+            health_url = None
+            extra = {}
+            if c.transport == "http":
+                extra = {"EXTAUTHZ_TRANSPORT": "http",
+                         "EXTAUTHZ_HTTP_LISTEN": f"{c.host}:{c.authz_http_port}"}
+                health_url = f"http://{c.host}:{c.authz_http_port}/healthz"
+            env = procs.extauthz_env(listen=c.address(c.authz_port), issuer_url=c.issuer_url,
+                                     extra=extra)
             self.processes.append(procs.start_extauthz(
-                env, listen=authz, log_path=logs / "extauthz.log"))
+                env, listen=c.address(c.authz_port), log_path=logs / "extauthz.log",
+                health_url=health_url))
             say(f"starting Envoy on {c.host}:{c.envoy_port} ...")
             admin = c.address(c.admin_port)
             text = envoyconfig.render(
@@ -213,6 +231,7 @@ class Stack:
                 admin=admin,
                 authz=authz,
                 upstream=c.address(c.temporal_port),
+                transport=c.transport,
             )
             self.processes.append(procs.start_envoy(
                 text, config_path=state / "envoy.yaml", log_path=logs / "envoy.log",
@@ -286,8 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m extauthz.stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--state-dir", type=Path, default=defaults.state_dir)
-    for name in ("envoy", "temporal", "internal", "authz", "admin", "issuer"):
-        parser.add_argument(f"--{name}-port", type=int, default=getattr(defaults, f"{name}_port"))
+    for name in ("envoy", "temporal", "internal", "authz", "authz_http", "admin", "issuer"):
+        parser.add_argument(f"--{name.replace('_', '-')}-port", type=int,
+                            default=getattr(defaults, f"{name}_port"))
+    parser.add_argument("--transport", choices=["grpc", "http"], default=defaults.transport,
+                        help="Envoy's ext_authz protocol (README: Choosing a transport)")
     parser.add_argument("--namespace", action="append", dest="namespaces",
                         help="a namespace to create (repeatable; default: default, payroll)")
     parser.add_argument("--in-memory", action="store_true",
@@ -301,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         temporal_port=args.temporal_port,
         internal_port=args.internal_port,
         authz_port=args.authz_port,
+        authz_http_port=args.authz_http_port,
+        transport=args.transport,
         admin_port=args.admin_port,
         issuer_port=args.issuer_port,
         namespaces=namespaces,

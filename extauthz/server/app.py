@@ -20,6 +20,12 @@ from extauthz.pipeline import Authorizer, Pipeline
 from extauthz.policy import authorize as temporal_default
 from extauthz.rules.reload import PolicyHolder, PolicyStatus, metrics_listener
 from extauthz.server.grpc_service import AuthorizationService
+from extauthz.server.http_service import (
+    ENVOY_MAX_REQUEST_BYTES,
+    HttpCheckServer,
+    HttpLimits,
+    HttpResponses,
+)
 from extauthz.server.responses import ResponseBuilder
 from extauthz.server.tls import CertificateFiles, server_credentials
 
@@ -67,6 +73,10 @@ class Server:
         # a plaintext health-only server for Kubernetes grpc probes (they cannot do mTLS)
         self._health_grpc: grpc.aio.Server | None = None
         self.health_port = 0
+        # Envoy's HTTP ext_authz protocol (transport http|both): same pipeline, same observer
+        self.http: HttpCheckServer | None = None
+        self.http_port = 0
+        self.serving = False
 
     async def start(self) -> None:
         """Bind, start serving Check (health NOT_SERVING until keys are loaded)."""
@@ -89,18 +99,24 @@ class Server:
             # wait), so the kernel never hands a connection to a worker without keys
             await self.authenticator.start()
             await self.authenticator.wait_ready(WORKER_READY_WAIT_SECONDS)
-        if self.settings.tls.enabled:
-            credentials, self.tls_files = server_credentials(self.settings.tls)
-            self.port = self._grpc.add_secure_port(f"{host}:{port}", credentials)
-        else:
-            self.port = self._grpc.add_insecure_port(f"{host}:{port}")
-        if self.port == 0:
-            raise OSError(f"cannot listen on {host}:{port}")
+        if self.settings.serves_grpc:
+            if self.settings.tls.enabled:
+                credentials, self.tls_files = server_credentials(self.settings.tls)
+                self.port = self._grpc.add_secure_port(f"{host}:{port}", credentials)
+            else:
+                self.port = self._grpc.add_insecure_port(f"{host}:{port}")
+            if self.port == 0:
+                raise OSError(f"cannot listen on {host}:{port}")
         if self.settings.health_listen:
             await self._start_health_server()
-        await self._grpc.start()
+        if self.settings.serves_grpc:
+            await self._grpc.start()
+        if self.settings.serves_http:
+            await self._start_http()
         await self.authenticator.start()
-        log.info("listening", address=f"{host}:{self.port}",
+        log.info("listening", address=f"{host}:{self.port}" if self.port else None,
+                 http=f"{self.settings.http_listen}" if self.http else None,
+                 transport=self.settings.transport,
                  tls=("mtls" if self.settings.tls.require_client_cert else "tls")
                  if self.settings.tls.enabled else "off",
                  health=f"{self.settings.health_listen}" or "on listen",
@@ -118,6 +134,18 @@ class Server:
             raise OSError(f"cannot listen on {host}:{port} (health_listen)")
         await self._health_grpc.start()
 
+    async def _start_http(self) -> None:
+        """Listen for Envoy's HTTP ext_authz protocol on ``http_listen``."""
+        host, port = parse_host_port(self.settings.http_listen, "http_listen",
+                                     self.settings.source)
+        limits = HttpLimits(max_body_bytes=max(ENVOY_MAX_REQUEST_BYTES,
+                                               self.settings.max_message_bytes + 5))
+        self.http = HttpCheckServer(
+            self.pipeline, HttpResponses(self.settings.subject_header),
+            observer=self.obs.observer, limits=limits,
+            path_prefix=self.settings.http_path_prefix, serving=lambda: self.serving)
+        self.http_port = await self.http.start(host, port, reuse_port=self.worker)
+
     def _on_policy_status(self, status: PolicyStatus) -> None:
         task = asyncio.ensure_future(self._set_policy_health(status))
         self._tasks.add(task)
@@ -128,6 +156,7 @@ class Server:
             POLICY_HEALTH_SERVICE, _SERVING if status.ok else _NOT_SERVING)
 
     async def _set_health(self, status: int) -> None:
+        self.serving = status == _SERVING  # the HTTP transport's /healthz
         for name in ("", AUTH_SERVICE):
             await self.health.set(name, status)  # type: ignore[arg-type, unused-ignore]
 
@@ -156,7 +185,10 @@ class Server:
         log.info("draining", delay_seconds=self.settings.shutdown_delay_seconds,
                  grace_seconds=self.settings.shutdown_grace_seconds)
         await asyncio.sleep(self.settings.shutdown_delay_seconds)
-        await self._grpc.stop(self.settings.shutdown_grace_seconds)
+        grace = self.settings.shutdown_grace_seconds
+        await asyncio.gather(
+            self._grpc.stop(grace),
+            *([self.http.drain(grace)] if self.http is not None else []))
         if self._health_grpc is not None:
             await self._health_grpc.stop(0)
         await self.authenticator.close()

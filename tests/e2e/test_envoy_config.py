@@ -1,5 +1,7 @@
-"""The committed Envoy config (envoy/envoy.yaml): valid, renderable, and it enforces the security
-invariants through a real Envoy in front of a recording authorizer and a recording upstream."""
+"""The committed Envoy configs (envoy/envoy.yaml for the gRPC ext_authz protocol,
+envoy/envoy-http.yaml for the HTTP one): valid, renderable, and they enforce the security
+invariants through a real Envoy in front of a recording authorizer and a recording upstream.
+Every test taking ``transport`` (directly or through ``fakes``) runs for both files."""
 
 from __future__ import annotations
 
@@ -12,20 +14,26 @@ import grpc
 import pytest
 import yaml
 from support.components import EnvoyInstance, start_envoy
-from support.fakes import Decision, RecordingAuthz, RecordingUpstream
+from support.fakes import Decision, RecordingAuthz, RecordingHttpAuthz, RecordingUpstream
 
 from extauthz import envoyconfig, procs
 from extauthz.procs import LOOPBACK, free_port
 
-Fakes = tuple[RecordingAuthz, RecordingUpstream, EnvoyInstance]
+Fakes = tuple[RecordingAuthz | RecordingHttpAuthz, RecordingUpstream, EnvoyInstance]
 
 HEALTH = "/grpc.health.v1.Health/Check"
 MAX_REQUEST_BYTES = 4194309  # 4 MiB frontend limit + 5 bytes of gRPC framing
 UPSTREAM_RQ = "cluster.temporal_frontend.upstream_rq_total"
+FILES = {"grpc": "envoy.yaml", "http": "envoy-http.yaml"}
+IDENTITY = ["x-temporal-authz-subject", "x-temporal-authz-issuer", "x-temporal-authz-kind"]
+# what the server reads besides host, content-length, authorization, x-envoy-auth-partial-body
+# (never content-type: see test_slow_authorizer_is_unavailable_not_allowed)
+HTTP_ALLOWED_HEADERS = ["grpc-encoding", "x-request-id", "authorization-extras", "client-name",
+                        "client-version"]
 
 
-def _committed(repo_root: Path) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((repo_root / "envoy" / "envoy.yaml").read_text())
+def _committed(repo_root: Path, transport: str = "grpc") -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((repo_root / "envoy" / FILES[transport]).read_text())
     return data
 
 
@@ -42,14 +50,14 @@ def _call(target: str, path: str, body: bytes = b"", **kwargs: Any) -> grpc.Stat
 # ---- the file itself ---------------------------------------------------------------------
 
 
-def test_committed_config_validates(repo_root: Path) -> None:
-    """`envoy --mode validate` accepts envoy/envoy.yaml as committed."""
-    result = procs.validate_envoy_config(repo_root / "envoy" / "envoy.yaml")
+def test_committed_config_validates(repo_root: Path, transport: str) -> None:
+    """`envoy --mode validate` accepts envoy/envoy.yaml and envoy/envoy-http.yaml as committed."""
+    result = procs.validate_envoy_config(repo_root / "envoy" / FILES[transport])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout + result.stderr
 
 
-def test_rendered_config_validates(tmp_path: Path) -> None:
+def test_rendered_config_validates(tmp_path: Path, transport: str) -> None:
     """`envoy --mode validate` accepts a config rendered for other addresses."""
     path = tmp_path / "envoy.yaml"
     path.write_text(
@@ -60,15 +68,16 @@ def test_rendered_config_validates(tmp_path: Path) -> None:
             authz=(LOOPBACK, 19191),
             upstream=(LOOPBACK, 17234),
             authz_timeout=0.5,
+            transport=transport,
         )
     )
     result = procs.validate_envoy_config(path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_render_changes_only_addresses(repo_root: Path) -> None:
+def test_render_changes_only_addresses(repo_root: Path, transport: str) -> None:
     """Rendering moves the named listeners, clusters and admin and leaves everything else alone."""
-    original = _committed(repo_root)
+    original = _committed(repo_root, transport)
     rendered = yaml.safe_load(
         envoyconfig.render(
             listen=("127.0.0.2", 1001),
@@ -76,6 +85,7 @@ def test_render_changes_only_addresses(repo_root: Path) -> None:
             admin=("127.0.0.4", 1003),
             authz=("127.0.0.5", 1004),
             upstream=("127.0.0.6", 1005),
+            transport=transport,
         )
     )
     assert envoyconfig.listener(rendered, "external")["address"]["socket_address"] == {
@@ -98,9 +108,31 @@ def test_render_changes_only_addresses(repo_root: Path) -> None:
     assert strip(rendered) == strip(original)
 
 
-def test_render_without_arguments_is_the_committed_file(repo_root: Path) -> None:
+def test_render_without_arguments_is_the_committed_file(repo_root: Path, transport: str) -> None:
     """Rendering with no changes yields the committed config, value for value."""
-    assert yaml.safe_load(envoyconfig.render()) == _committed(repo_root)
+    assert yaml.safe_load(envoyconfig.render(transport=transport)) == _committed(
+        repo_root, transport)
+
+
+def test_http_config_is_the_grpc_config_but_for_the_authz_protocol(repo_root: Path) -> None:
+    """envoy-http.yaml differs from envoy.yaml only in the ext_authz protocol (http_service,
+    allowed_headers) and the extauthz cluster (HTTP/1.1, /healthz health check): listeners,
+    routes, header stripping, body and failure settings are the same."""
+    grpc_config, http_config = _committed(repo_root, "grpc"), _committed(repo_root, "http")
+    grpc_ext = envoyconfig.ext_authz_filter(grpc_config)
+    http_ext = envoyconfig.ext_authz_filter(http_config)
+    assert set(grpc_ext) - {"grpc_service"} == set(http_ext) - {"http_service", "allowed_headers"}
+    for key in set(grpc_ext) - {"grpc_service"}:
+        assert grpc_ext[key] == http_ext[key], key
+
+    def without_authz(config: dict[str, Any]) -> dict[str, Any]:
+        config = envoyconfig.edit(config)
+        envoyconfig.ext_authz_filter(config).clear()
+        config["static_resources"]["clusters"] = [
+            c for c in config["static_resources"]["clusters"] if c["name"] != "extauthz"]
+        return config
+
+    assert without_authz(grpc_config) == without_authz(http_config)
 
 
 def test_render_cli_writes_a_file(tmp_path: Path) -> None:
@@ -114,6 +146,21 @@ def test_render_cli_writes_a_file(tmp_path: Path) -> None:
     assert envoyconfig.ext_authz_filter(config)["grpc_service"]["timeout"] == "0.250s"
 
 
+def test_render_cli_http_moves_the_server_uri(tmp_path: Path) -> None:
+    """`--transport http` renders envoy-http.yaml: the authz address moves the cluster endpoint
+    and http_service.server_uri; --authz-timeout sets its timeout."""
+    out = tmp_path / "e.yaml"
+    assert envoyconfig.main(["--transport", "http", "--authz", "127.0.0.1:19192",
+                             "--authz-timeout", "0.25", "--out", str(out)]) == 0
+    config = yaml.safe_load(out.read_text())
+    uri = envoyconfig.ext_authz_filter(config)["http_service"]["server_uri"]
+    assert uri["uri"] == "http://127.0.0.1:19192"
+    assert uri["timeout"] == "0.250s"
+    endpoint = envoyconfig.cluster(config, "extauthz")["load_assignment"]["endpoints"][0][
+        "lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    assert endpoint == {"address": "127.0.0.1", "port_value": 19192}
+
+
 def test_render_reports_a_missing_source(tmp_path: Path) -> None:
     """A missing config file is a clear error, not a traceback."""
     with pytest.raises(FileNotFoundError):
@@ -121,9 +168,9 @@ def test_render_reports_a_missing_source(tmp_path: Path) -> None:
     assert envoyconfig.main(["--source", str(tmp_path / "nope.yaml")]) == 2
 
 
-def test_ext_authz_settings_are_the_invariants(repo_root: Path) -> None:
+def test_ext_authz_settings_are_the_invariants(repo_root: Path, transport: str) -> None:
     """ext_authz fails closed (503), sees the whole raw body, and has an explicit timeout."""
-    ext = envoyconfig.ext_authz_filter(_committed(repo_root))
+    ext = envoyconfig.ext_authz_filter(_committed(repo_root, transport))
     assert ext["failure_mode_allow"] is False
     assert ext["status_on_error"] == {"code": "ServiceUnavailable"}
     assert ext["transport_api_version"] == "V3"
@@ -132,14 +179,34 @@ def test_ext_authz_settings_are_the_invariants(repo_root: Path) -> None:
         "allow_partial_message": False,
         "pack_as_bytes": True,
     }
-    assert ext["grpc_service"]["envoy_grpc"]["cluster_name"] == "extauthz"
-    assert ext["grpc_service"]["timeout"].endswith("s")
+    if transport == "grpc":
+        assert ext["grpc_service"]["envoy_grpc"]["cluster_name"] == "extauthz"
+        assert ext["grpc_service"]["timeout"].endswith("s")
+        return
+    service = ext["http_service"]
+    assert service["server_uri"]["cluster"] == "extauthz"
+    assert service["server_uri"]["timeout"].endswith("s")
+    assert service["path_prefix"] == "/check"
+    # exactly what the server reads; never temporal-namespace (the body is the truth)
+    assert [p["exact"] for p in ext["allowed_headers"]["patterns"]] == HTTP_ALLOWED_HEADERS
+    assert service["authorization_request"]["headers_to_add"] == [
+        {"key": "x-extauthz-content-type", "value": "%REQ(content-type)%"}]
+    response = service["authorization_response"]
+    assert [p["exact"] for p in response["allowed_upstream_headers"]["patterns"]] == IDENTITY
+    assert [p["exact"] for p in response["allowed_client_headers"]["patterns"]] == [
+        "x-temporal-authz-reason"]
+    authz = envoyconfig.cluster(_committed(repo_root, transport), "extauthz")
+    assert authz["health_checks"][0]["http_health_check"] == {"path": "/healthz"}
+    idle = authz["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["common_http_protocol_options"][
+        "idle_timeout"]
+    assert int(idle.rstrip("s")) < 120  # below the server's keep-alive idle timeout
 
 
-def test_only_the_exact_health_route_disables_the_filter(repo_root: Path) -> None:
+def test_only_the_exact_health_route_disables_the_filter(repo_root: Path, transport: str) -> None:
     """The ext_authz filter precedes the router on the external listener, and the only
     per-filter override anywhere is `disabled: true` on the exact health path."""
-    config = _committed(repo_root)
+    config = _committed(repo_root, transport)
     hcm = envoyconfig.http_connection_manager(envoyconfig.listener(config, "external"))
     names = [f["name"] for f in hcm["http_filters"]]
     assert names == ["envoy.filters.http.ext_authz", "envoy.filters.http.router"]
@@ -164,9 +231,10 @@ def test_only_the_exact_health_route_disables_the_filter(repo_root: Path) -> Non
     assert hcm["path_with_escaped_slashes_action"] == "KEEP_UNCHANGED"
 
 
-def test_listeners_and_admin_are_loopback_without_reuse_port(repo_root: Path) -> None:
+def test_listeners_and_admin_are_loopback_without_reuse_port(repo_root: Path,
+                                                             transport: str) -> None:
     """Every address in the committed file is loopback; no listener enables SO_REUSEPORT."""
-    config = _committed(repo_root)
+    config = _committed(repo_root, transport)
     assert config["admin"]["address"]["socket_address"]["address"] == LOOPBACK
     for item in config["static_resources"]["listeners"]:
         assert item["address"]["socket_address"]["address"] == LOOPBACK
@@ -174,9 +242,9 @@ def test_listeners_and_admin_are_loopback_without_reuse_port(repo_root: Path) ->
         assert item["per_connection_buffer_limit_bytes"] > MAX_REQUEST_BYTES
 
 
-def test_long_polls_are_not_cut(repo_root: Path) -> None:
+def test_long_polls_are_not_cut(repo_root: Path, transport: str) -> None:
     """No route deadline and ≥ 90 s idle timeouts on both listeners (long polls are ~70 s)."""
-    config = _committed(repo_root)
+    config = _committed(repo_root, transport)
     for name in ("external", "internal"):
         hcm = envoyconfig.http_connection_manager(envoyconfig.listener(config, name))
         assert int(hcm["stream_idle_timeout"].rstrip("s")) >= 90
@@ -365,7 +433,11 @@ def test_internal_listener_skips_authz(fakes: Fakes) -> None:
 
 
 def test_slow_authorizer_is_unavailable_not_allowed(fakes: Fakes) -> None:
-    """An authorizer slower than the ext_authz timeout yields UNAVAILABLE and no upstream call."""
+    """An authorizer slower than the ext_authz timeout yields UNAVAILABLE and no upstream call.
+
+    In HTTP mode this failed open once: with `content-type: application/grpc` forwarded to the
+    authorizer, Envoy answered its own timeout with a gRPC-style `200` local reply, which the
+    ext_authz HTTP client took for an allow."""
     recorder, upstream, envoy = fakes
     recorder.decision = Decision(allow=True, delay=1.5)
     assert _call(envoy.target, "/a.B/C") == grpc.StatusCode.UNAVAILABLE
@@ -373,12 +445,13 @@ def test_slow_authorizer_is_unavailable_not_allowed(fakes: Fakes) -> None:
 
 
 def test_unreachable_authorizer_is_unavailable_not_allowed(
-    e2e_dir: Path, upstream: RecordingUpstream
+    e2e_dir: Path, upstream: RecordingUpstream, transport: str
 ) -> None:
     """With nothing listening at the authz address, every call is UNAVAILABLE (503), none
     reaches the upstream; the health path still works."""
     upstream.clear()
-    envoy = start_envoy(e2e_dir, authz=(LOOPBACK, free_port()), upstream=upstream.address)
+    envoy = start_envoy(e2e_dir, authz=(LOOPBACK, free_port()), upstream=upstream.address,
+                        transport=transport)
     try:
         for _ in range(3):
             assert _call(envoy.target, "/a.B/C") == grpc.StatusCode.UNAVAILABLE
@@ -387,3 +460,46 @@ def test_unreachable_authorizer_is_unavailable_not_allowed(
         assert envoy.stats()["http.external.ext_authz.extauthz.error"] >= 3
     finally:
         envoy.stop()
+
+
+def test_one_mib_body_arrives_byte_exact(fakes: Fakes) -> None:
+    """A 1 MiB message reaches the authorizer byte for byte, gRPC-framed, not flagged partial,
+    and the upstream gets the same message."""
+    recorder, upstream, envoy = fakes
+    recorder.decision = Decision(allow=True)
+    payload = bytes((i * 7 + 3) % 256 for i in range(1024 * 1024))
+    assert _call(envoy.target, "/a.B/C", payload) == grpc.StatusCode.OK
+    (check,) = recorder.seen
+    assert check.headers["x-envoy-auth-partial-body"] == "false"
+    assert check.raw_body == b"\x00" + len(payload).to_bytes(4, "big") + payload
+    assert [c.body for c in upstream.seen] == [payload]
+
+
+def test_headers_the_authorizer_gets(fakes: Fakes, transport: str) -> None:
+    """The check carries what the server reads (content-type, authorization, grpc-encoding,
+    x-request-id, client-name/version, the partial-body flag); in HTTP mode temporal-namespace
+    and other client headers are not sent at all."""
+    recorder, _upstream, envoy = fakes
+    metadata = [("authorization", "Bearer t"), ("temporal-namespace", "payroll"),
+                ("client-name", "temporal-python"), ("client-version", "1.2.3"),
+                ("authorization-extras", "x"), ("x-something-else", "y")]
+    _call(envoy.target, "/a.B/C", b"x", metadata=metadata)
+    (check,) = recorder.seen
+    headers = check.headers
+    if transport == "grpc":
+        assert headers["content-type"] == "application/grpc"
+    else:  # renamed, so the authz request is never a gRPC request to Envoy
+        assert headers["x-extauthz-content-type"] == "application/grpc"
+        assert not headers.get("content-type", "").startswith("application/grpc")
+    assert headers["authorization"] == "Bearer t"
+    assert headers["client-name"] == "temporal-python"
+    assert headers["client-version"] == "1.2.3"
+    assert headers["authorization-extras"] == "x"
+    assert headers["x-envoy-auth-partial-body"] == "false"
+    assert headers["x-request-id"]
+    assert check.method == "POST"
+    if transport == "http":
+        assert "temporal-namespace" not in headers
+        assert "x-something-else" not in headers
+        assert isinstance(recorder, RecordingHttpAuthz)
+        assert recorder.raw_paths == ["/check/a.B/C"]

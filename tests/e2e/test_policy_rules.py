@@ -1,5 +1,6 @@
 """The three policy rules end to end: the temporalio SDK → real Envoy → the authz server running
-``examples/policy.yaml`` (tokens from the dev issuer) → a real Temporal dev server.
+``examples/policy.yaml`` (tokens from the dev issuer) → a real Temporal dev server; with Envoy's
+gRPC and its HTTP ext_authz protocol (the ``transport`` fixture).
 
 1. only group `finance` starts workflows in `payroll`; other readers list and describe them;
 2. developers describe/list/query/read history but cannot terminate, cancel, reset or delete;
@@ -39,15 +40,17 @@ WF_TIMEOUT = timedelta(seconds=60)
 
 @pytest.fixture(scope="module")
 def policy_envoy(
-    e2e_dir: Path, temporal: TemporalInstance, issuer: IssuerInstance
+    e2e_dir: Path, temporal: TemporalInstance, issuer: IssuerInstance, transport: str
 ) -> Iterator[EnvoyInstance]:
     """Envoy → an authz server with EXTAUTHZ_POLICY_FILE=examples/policy.yaml → Temporal."""
-    policy = e2e_dir / "policy.yaml"
+    policy = e2e_dir / f"policy-{transport}.yaml"
     shutil.copy(REPO / "examples" / "policy.yaml", policy)
     authz = start_extauthz(e2e_dir, issuer.url, name="extauthz-policy",
-                           extra_env={"EXTAUTHZ_POLICY_FILE": str(policy)})
+                           extra_env={"EXTAUTHZ_POLICY_FILE": str(policy)},
+                           transport=transport)
     try:
-        envoy = start_envoy(e2e_dir, authz=authz.address, upstream=temporal.address)
+        envoy = start_envoy(e2e_dir, authz=authz.address, upstream=temporal.address,
+                            transport=transport)
         try:
             yield envoy
         finally:
@@ -198,7 +201,7 @@ def _policy_health(target: str) -> int:
 
 
 async def test_sighup_reload_applies_new_rule_and_keeps_old_on_error(
-    e2e_dir: Path, temporal: TemporalInstance, issuer: IssuerInstance
+    e2e_dir: Path, temporal: TemporalInstance, issuer: IssuerInstance, transport: str
 ) -> None:
     """SIGHUP with an invalid file keeps the old policy (health `extauthz.policy` goes
     NOT_SERVING); a valid file with a new deny rule applies from the reload on."""
@@ -207,7 +210,7 @@ async def test_sighup_reload_applies_new_rule_and_keeps_old_on_error(
 
     from grpc_health.v1 import health_pb2
 
-    policy = e2e_dir / "policy-reload.yaml"
+    policy = e2e_dir / f"policy-reload-{transport}.yaml"
     original = (REPO / "examples" / "policy.yaml").read_text()
     policy.write_text(original)
     # one process: SIGHUP goes to the server itself (`serve --workers N` supervisors do not
@@ -215,8 +218,10 @@ async def test_sighup_reload_applies_new_rule_and_keeps_old_on_error(
     authz = start_extauthz(e2e_dir, issuer.url, name="extauthz-reload",
                            extra_env={"EXTAUTHZ_POLICY_FILE": str(policy),
                                       "EXTAUTHZ_WORKERS": "1",
-                                      "EXTAUTHZ_POLICY_POLL_SECONDS": "3600"})
-    envoy = start_envoy(e2e_dir, authz=authz.address, upstream=temporal.address)
+                                      "EXTAUTHZ_POLICY_POLL_SECONDS": "3600"},
+                           transport=transport)
+    envoy = start_envoy(e2e_dir, authz=authz.address, upstream=temporal.address,
+                        transport=transport)
     try:
         auditor = await _connect(envoy, issuer.mint(sub="ada", groups=["auditors"]), "payroll")
         await auditor.count_workflows()

@@ -1,5 +1,6 @@
-"""The spine, end to end: Temporal SDK and CLI → real Envoy (envoy/envoy.yaml) → the real authz
-server (verifying tokens from the dev issuer) → a real Temporal dev server."""
+"""The spine, end to end: Temporal SDK and CLI → real Envoy → the real authz server (verifying
+tokens from the dev issuer) → a real Temporal dev server. Every test runs with Envoy's gRPC
+ext_authz protocol (envoy/envoy.yaml) and with its HTTP one (envoy/envoy-http.yaml)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from support.components import (
     start_envoy,
     start_extauthz,
 )
+from support.fakes import RecordingUpstream
 from support.workflows import GreetingWorkflow, greet
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 from temporalio.client import Client
@@ -29,6 +31,7 @@ from extauthz.model import Reason
 from extauthz.procs import find_binary
 
 DESCRIBE_NAMESPACE = "/temporal.api.workflowservice.v1.WorkflowService/DescribeNamespace"
+GET_SYSTEM_INFO = "/temporal.api.workflowservice.v1.WorkflowService/GetSystemInfo"
 RPC_TIMEOUT = timedelta(seconds=10)
 
 
@@ -168,12 +171,14 @@ def test_temporal_namespace_header_is_ignored(
 
 
 async def test_stopped_authz_server_is_unavailable_never_allowed(
-    e2e_dir: Path, temporal: TemporalInstance, issuer: IssuerInstance
+    e2e_dir: Path, temporal: TemporalInstance, issuer: IssuerInstance, transport: str
 ) -> None:
     """When the authz server stops (SIGTERM → exit 0), calls through Envoy fail UNAVAILABLE
     and none is allowed."""
-    authz: ExtauthzInstance = start_extauthz(e2e_dir, issuer.url, name="extauthz-stopped")
-    envoy = start_envoy(e2e_dir, authz=authz.address, upstream=temporal.address)
+    authz: ExtauthzInstance = start_extauthz(e2e_dir, issuer.url, name="extauthz-stopped",
+                                             transport=transport)
+    envoy = start_envoy(e2e_dir, authz=authz.address, upstream=temporal.address,
+                        transport=transport)
     try:
         client = await _connect(envoy, issuer.mint(sub="erin", permissions=["default:write"]))
         assert (await _describe(client, "default")).namespace_info.name == "default"
@@ -209,3 +214,31 @@ def test_temporal_cli_through_envoy(envoy: EnvoyInstance, issuer: IssuerInstance
     denied = _cli(envoy, token, "workflow", "list", "--namespace", "payroll")
     assert denied.returncode != 0
     assert "PermissionDenied" in denied.stderr or "permission" in denied.stderr.lower()
+
+
+def test_identity_headers_reach_the_upstream_and_forged_ones_do_not(
+    e2e_dir: Path, extauthz: ExtauthzInstance, issuer: IssuerInstance,
+    upstream: RecordingUpstream,
+) -> None:
+    """With the real server deciding, the upstream gets the verified identity headers (subject,
+    issuer, kind) and none of the client's forged copies; an always-allowed call without a
+    token carries no identity at all."""
+    envoy = start_envoy(e2e_dir, authz=extauthz.address, upstream=upstream.address,
+                        transport=extauthz.transport)
+    try:
+        upstream.clear()
+        token = issuer.mint(sub="grace", permissions=["default:read"])
+        forged = (("x-temporal-authz-subject", "root"), ("x-temporal-authz-kind", "service"))
+        body = rr.DescribeNamespaceRequest(namespace="default").SerializeToString()
+        with grpc.insecure_channel(envoy.target) as channel:
+            channel.unary_unary(DESCRIBE_NAMESPACE)(
+                body, timeout=10, metadata=(("authorization", f"Bearer {token}"), *forged))
+            channel.unary_unary(GET_SYSTEM_INFO)(b"", timeout=10, metadata=forged)
+        described, system_info = upstream.seen
+        assert described.metadata["x-temporal-authz-subject"] == ["grace"]
+        assert described.metadata["x-temporal-authz-issuer"] == [issuer.url]
+        assert described.metadata["x-temporal-authz-kind"] == ["human"]
+        assert system_info.method == GET_SYSTEM_INFO
+        assert not any(k.startswith("x-temporal-authz-") for k in system_info.metadata)
+    finally:
+        envoy.stop()

@@ -16,12 +16,13 @@ READY = "Ctrl-C stops everything."
 
 
 def _ports() -> dict[str, int]:
-    names = ("envoy", "temporal", "internal", "authz", "admin", "issuer")
+    names = ("envoy", "temporal", "internal", "authz", "authz-http", "admin", "issuer")
     return {name: free_port() for name in names}
 
 
-def _argv(state: Path, ports: dict[str, int]) -> list[str]:
-    argv = [sys.executable, "-m", "extauthz.stack", "--state-dir", str(state), "--in-memory"]
+def _argv(state: Path, ports: dict[str, int], transport: str = "grpc") -> list[str]:
+    argv = [sys.executable, "-m", "extauthz.stack", "--state-dir", str(state), "--in-memory",
+            "--transport", transport]
     for name, port in ports.items():
         argv += [f"--{name}-port", str(port)]
     return argv
@@ -39,19 +40,20 @@ def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes], timeout: floa
     raise AssertionError(f"no {text!r} within {timeout}s:\n{log.read_text(errors='replace')}")
 
 
-def test_stack_runs_checks_itself_and_stops_cleanly(tmp_path: Path) -> None:
-    """The stack passes its allowed/denied self-check, prints copy-paste examples pointing at
-    its Envoy, and on SIGINT stops every component and exits 0."""
+def test_stack_runs_checks_itself_and_stops_cleanly(tmp_path: Path, transport: str) -> None:
+    """The stack (either transport) passes its allowed/denied self-check, prints copy-paste
+    examples pointing at its Envoy, and on SIGINT stops every component and exits 0."""
     ports = _ports()
     log = tmp_path / "stack.out"
     with log.open("wb") as out:
-        proc = subprocess.Popen(_argv(tmp_path / "state", ports), stdout=out,
+        proc = subprocess.Popen(_argv(tmp_path / "state", ports, transport), stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         text = _wait_for(log, READY, proc, timeout=90)
         assert "self-check: allowed call passed, denied calls refused" in text
         assert f"{LOOPBACK}:{ports['envoy']}" in text
         assert "--api-key" in text and "--permissions default:read" in text
+        assert f"extauthz ({transport})" in text
         assert (tmp_path / "state" / "stack.json").is_file()
         assert (tmp_path / "state" / "envoy.yaml").is_file()
         proc.send_signal(signal.SIGINT)

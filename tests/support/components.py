@@ -74,8 +74,11 @@ def start_envoy(
     authz: Address,
     upstream: Address,
     authz_timeout: float | None = None,
+    transport: str = "grpc",
 ) -> EnvoyInstance:
-    """Envoy from ``envoy/envoy.yaml`` with every address moved to a free loopback port."""
+    """Envoy from ``envoy/envoy.yaml`` (``transport="http"``: ``envoy/envoy-http.yaml``) with
+    every address moved to a free loopback port; ``authz`` is the server's address for that
+    transport."""
     n = next(_counter)
     listen = (LOOPBACK, free_port())
     internal = (LOOPBACK, free_port())
@@ -87,8 +90,9 @@ def start_envoy(
         authz=authz,
         upstream=upstream,
         authz_timeout=authz_timeout,
+        transport=transport,
     )
-    config_path = workdir / f"envoy-{n}.yaml"
+    config_path = workdir / f"envoy-{n}-{transport}.yaml"
     proc = procs.start_envoy(
         text, config_path=config_path, log_path=workdir / f"envoy-{n}.log", admin=admin
     )
@@ -143,12 +147,17 @@ class ExtauthzInstance:
     """A running ``python -m extauthz serve``."""
 
     proc: ManagedProcess
+    # where Envoy sends checks: the gRPC listen, or in HTTP mode the http_listen
     address: Address
+    transport: str = "grpc"
+    # gRPC health (grpc.health.v1, incl. `extauthz.policy`): `listen`, or in HTTP mode the
+    # plaintext health_listen
+    health_address: Address | None = None
 
     @property
     def target(self) -> str:
-        """Its gRPC address."""
-        return target(self.address)
+        """Its gRPC health address (the Check address too in gRPC mode)."""
+        return target(self.health_address or self.address)
 
 
 def start_extauthz(
@@ -157,11 +166,22 @@ def start_extauthz(
     *,
     name: str = "extauthz",
     extra_env: Mapping[str, str] | None = None,
+    transport: str = "grpc",
 ) -> ExtauthzInstance:
-    """The authz server trusting ``issuer_url`` for audience ``temporal``, on a free port."""
-    address = (LOOPBACK, free_port())
-    env = procs.extauthz_env(
-        listen=address, issuer_url=issuer_url, audience=AUDIENCE, extra=extra_env
-    )
-    proc = procs.start_extauthz(env, listen=address, log_path=workdir / f"{name}.log")
-    return ExtauthzInstance(proc, address)
+    """The authz server trusting ``issuer_url`` for audience ``temporal``, on free ports.
+    ``transport="http"``: Envoy's HTTP protocol on ``address`` (gRPC Check off) and gRPC health
+    on a plaintext ``health_listen``."""
+    listen = (LOOPBACK, free_port())
+    extra = dict(extra_env or {})
+    health_url = None
+    address = health = listen
+    if transport == "http":
+        address, health = (LOOPBACK, free_port()), (LOOPBACK, free_port())
+        extra.update({"EXTAUTHZ_TRANSPORT": "http",
+                      "EXTAUTHZ_HTTP_LISTEN": f"{address[0]}:{address[1]}",
+                      "EXTAUTHZ_HEALTH_LISTEN": f"{health[0]}:{health[1]}"})
+        health_url = f"http://{address[0]}:{address[1]}/healthz"
+    env = procs.extauthz_env(listen=listen, issuer_url=issuer_url, audience=AUDIENCE, extra=extra)
+    proc = procs.start_extauthz(env, listen=health, log_path=workdir / f"{name}-{transport}.log",
+                                health_url=health_url)
+    return ExtauthzInstance(proc, address, transport, health)

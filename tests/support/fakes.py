@@ -189,3 +189,85 @@ class RecordingUpstream:
         """Forget the calls so far."""
         with self._lock:
             self._seen.clear()
+
+
+class RecordingHttpAuthz:
+    """Envoy's HTTP ext_authz protocol, recording every check and answering ``decision`` (deny
+    by default): the HTTP-mode twin of :class:`RecordingAuthz`, with the same ``seen`` records
+    (``path`` without the ``/check`` prefix; ``request_id`` from ``x-request-id``)."""
+
+    PREFIX = "/check"
+
+    def __init__(self) -> None:
+        import http.server
+
+        self.decision = Decision()
+        self._lock = threading.Lock()
+        self._seen: list[SeenCheck] = []
+        self.raw_paths: list[str] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("content-length", "0"))
+                body = self.rfile.read(length) if length else b""
+                if self.path == "/healthz":
+                    self._send(200, b"SERVING", ())
+                    return
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                path = self.path.removeprefix(owner.PREFIX)
+                with owner._lock:
+                    owner.raw_paths.append(self.path)
+                    owner._seen.append(SeenCheck(path=path, method=self.command, headers=headers,
+                                                 raw_body=body,
+                                                 request_id=headers.get("x-request-id", "")))
+                decision = owner.decision
+                if decision.delay:
+                    time.sleep(decision.delay)
+                if decision.allow:
+                    self._send(200, b"", decision.add_headers)
+                else:
+                    self._send(decision.status, decision.body.encode(), ())
+
+            def _send(self, status: int, body: bytes, headers: Sequence[tuple[str, str]]) -> None:
+                self.send_response(status)
+                for key, value in headers:
+                    self.send_header(key, value)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET = do_PUT = do_HEAD = do_DELETE = do_OPTIONS = do_PATCH = _answer
+
+        self.port = free_port()
+        self.address = (LOOPBACK, self.port)
+        self._server = http.server.ThreadingHTTPServer(self.address, Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> RecordingHttpAuthz:
+        """Start serving."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()
+
+    @property
+    def seen(self) -> list[SeenCheck]:
+        """A snapshot of the checks so far."""
+        with self._lock:
+            return list(self._seen)
+
+    def clear(self) -> None:
+        """Forget the checks so far."""
+        with self._lock:
+            self._seen.clear()
+            self.raw_paths.clear()
