@@ -123,6 +123,8 @@ class Target:
     @property
     def namespaces(self) -> tuple[str, ...]:
         """Every namespace the request reaches, the primary one first, without repeats."""
+        if not self.other_namespaces:  # the common case, on the hot path
+            return (self.namespace,) if self.namespace else ()
         seen = dict.fromkeys((self.namespace, *self.other_namespaces))
         return tuple(ns for ns in seen if ns)
 
@@ -138,9 +140,13 @@ class Principal:
     namespaces: Mapping[str, Role] = field(default_factory=dict)
     claims: Mapping[str, Any] = field(default_factory=dict)
 
-    def role_in(self, namespace: str) -> Role:
-        """The role Temporal's default authorizer uses for a namespace-scoped call."""
-        return self.system | self.namespaces.get(namespace, Role.NONE)
+    def role_in(self, namespace: str) -> int:
+        """The role value Temporal's default authorizer uses for a namespace-scoped call.
+
+        A plain int (compared with ``Role`` values as Temporal compares numbers): ``IntFlag``
+        arithmetic costs about a microsecond per operation on the hot path.
+        """
+        return int.__or__(self.system, self.namespaces.get(namespace, 0))
 
 
 # HTTP status Envoy turns into a gRPC status for the client.

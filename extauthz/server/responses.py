@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from envoy.type.v3 import http_status_pb2
@@ -27,12 +29,16 @@ class BodyNotBytesError(Exception):
 def check_input(request: external_auth_pb2.CheckRequest) -> CheckInput:
     """The transport-neutral view of Envoy's CheckRequest."""
     http: attribute_context_pb2.AttributeContext.HttpRequest = request.attributes.request.http
-    headers: dict[str, str] = dict(http.headers)
+    # the protobuf map itself (a read-only Mapping here): copying it into a dict cost ~5 µs
+    # per check, and the pipeline reads only a few keys
+    headers: Mapping[str, str] = http.headers
     if not headers and len(http.header_map.headers):
+        joined: dict[str, str] = {}
+        headers = joined
         for hv in http.header_map.headers:
             value = hv.raw_value.decode("utf-8", "replace") if hv.raw_value else hv.value
             key = hv.key.lower()
-            headers[key] = f"{headers[key]},{value}" if key in headers else value
+            joined[key] = f"{joined[key]},{value}" if key in joined else value
     body = http.raw_body
     if not body and http.body:
         raise BodyNotBytesError
