@@ -46,6 +46,20 @@ VALUE_SETS: dict[str, dict[str, Any] | None] = {
         "extauthz": {"oidc": _OIDC},
         "networkPolicy": {"enabled": True},
     },
+    # Envoy's HTTP ext_authz protocol (the fast path), standalone Envoy, NetworkPolicies on
+    "http": {
+        "transport": "http",
+        "extauthz": {"oidc": _OIDC},
+        "networkPolicy": {"enabled": True},
+        "temporal": {"frontend": {"networkPolicy": {"enabled": True}}},
+    },
+    # the same in Istio mode: an envoyExtAuthzHttp provider
+    "istio-http": {
+        "mode": "istio",
+        "transport": "http",
+        "extauthz": {"oidc": _OIDC},
+        "networkPolicy": {"enabled": True},
+    },
     "hpa": {
         "extauthz": {"oidc": _OIDC, "autoscaling": {"enabled": True, "minReplicas": 2,
                                                    "maxReplicas": 6}},

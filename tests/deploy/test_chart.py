@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +101,10 @@ def _validate_custom_resource(doc: Manifest) -> None:
 
 def test_value_sets_cover_the_required_scenarios() -> None:
     """Besides the defaults, the tested value sets include standalone Envoy, Istio mode, HPA on,
-    NetworkPolicy on and an existing Secret (the issue's minimum), plus mTLS and monitoring."""
+    NetworkPolicy on and an existing Secret (the issue's minimum), plus mTLS, monitoring and
+    the HTTP ext_authz transport (standalone and Istio)."""
     assert {"defaults", "standalone", "istio", "hpa", "networkpolicy", "existing-secret",
-            "mtls", "monitoring"} <= set(VALUE_SETS)
+            "mtls", "monitoring", "http", "istio-http"} <= set(VALUE_SETS)
 
 
 @pytest.mark.parametrize("name", SETS)
@@ -172,6 +174,8 @@ def test_validation_would_catch_a_bad_manifest() -> None:
         ({"envoy": {"servce": {"type": "LoadBalancer"}}}, "servce"),
         ({"tls": {"enable": True}}, "enable"),
         ({"modes": "istio"}, "modes"),
+        ({"transprt": "http"}, "transprt"),
+        ({"extauthz": {"httpport": 9192}}, "httpport"),
     ],
 )
 def test_schema_rejects_a_misspelled_key(values: dict[str, Any], message: str) -> None:
@@ -194,11 +198,20 @@ def test_schema_rejects_a_misspelled_key(values: dict[str, Any], message: str) -
         {"istio": {"ports": [7233]}},
         {"extauthz": {"config": {"listen": "0.0.0.0:1"}}},
         {"extauthz": {"oidc": {"issuerUrl": "login.example.com"}}},
+        {"transport": "both"},
+        {"transport": "HTTP"},
+        {"extauthz": {"httpPort": "9192"}},
+        {"extauthz": {"httpPort": 70000}},
+        {"extauthz": {"config": {"transport": "http"}}},
+        {"extauthz": {"config": {"http_listen": "0.0.0.0:1"}}},
+        {"extauthz": {"config": {"http_path_prefix": "/authz"}}},
     ],
 )
 def test_schema_rejects_a_wrong_type_or_value(values: dict[str, Any]) -> None:
-    """Wrong types, unknown enum values, a too-small max_request_bytes, a chart-managed key in
-    `extauthz.config` are rejected before anything renders."""
+    """Wrong types, unknown enum values (transport is grpc or http: `both` is a server option
+    the chart does not deploy), a too-small max_request_bytes, a chart-managed key in
+    `extauthz.config` (transport, http_listen, http_path_prefix included: Envoy's side must
+    agree with them) are rejected before anything renders."""
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmValuesError):
         chart.validate_schema(values)
     with pytest.raises(helm.HelmValuesError):
@@ -224,6 +237,35 @@ def test_impossible_combinations_fail_with_a_reason() -> None:
                                                "clientSecret": "b"}})
     with pytest.raises(helm.HelmError, match=r"tls\.serverSecret"):
         render_files({"tls": {"enabled": True}})
+
+
+_TLS_SETS = [{"enabled": True, "serverSecret": "a", "clientSecret": "b"},
+             {"enabled": True, "certManager": {"enabled": True, "issuerRef": {"name": "ca"}}},
+             {"enabled": True}]
+
+
+@pytest.mark.parametrize("tls", _TLS_SETS)
+def test_tls_with_the_http_transport_is_refused(tls: dict[str, Any],
+                                                tmp_path: Path) -> None:
+    """The server's HTTP listener is plaintext: tls.enabled with transport: http is refused by
+    values.schema.json (install and `helm lint --strict`, naming /transport), and, when the
+    schema is skipped (--skip-schema-validation), by the template with the reason; the same TLS
+    values with transport grpc pass the schema."""
+    values = {"transport": "http", "tls": tls}
+    with helm.Chart.load(CHART) as chart:
+        with pytest.raises(helm.HelmValuesError, match="/transport"):
+            chart.validate_schema(values)
+        chart.validate_schema({"transport": "grpc", "tls": tls})
+    with pytest.raises(helm.HelmValuesError, match="/transport"):
+        render_files(values)
+    report = helm.lint(CHART, values, strict=True)
+    assert any("/transport" in e for e in report["errors"]), report
+    unchecked = tmp_path / "chart"
+    shutil.copytree(CHART, unchecked)
+    (unchecked / "values.schema.json").unlink()
+    reason = r"not supported with transport: http .*plaintext.*transport: grpc"
+    with helm.Chart.load(unchecked) as chart, pytest.raises(helm.HelmError, match=reason):
+        chart.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
 
 
 # ---- security properties ---------------------------------------------------------------------
@@ -306,6 +348,13 @@ def test_rendered_server_config_loads_with_the_real_loader(
            if isinstance(v, str)}
     settings = extauthz_config.apply_env(settings, env)
     assert settings.listen == "0.0.0.0:9191"
+    transport = (VALUE_SETS[name] or {}).get("transport", "grpc")
+    assert settings.transport == transport
+    assert settings.serves_grpc == (transport == "grpc")
+    assert settings.serves_http == (transport == "http")
+    if transport == "http":
+        assert settings.http_listen == "0.0.0.0:9192"
+        assert settings.http_path_prefix == "/check"  # Envoy's path_prefix / Istio's pathPrefix
     if VALUE_SETS[name] and "oidc" in (VALUE_SETS[name] or {}).get("extauthz", {}) \
             and "issuerUrl" in VALUE_SETS[name]["extauthz"]["oidc"]:  # type: ignore[index]
         assert [i.issuer for i in settings.issuers] == [OIDC["issuerUrl"]]
@@ -451,6 +500,140 @@ def test_helm_test_hook_checks_health_through_envoy() -> None:
     assert container["args"] == [(CHART / "files" / "helm-test.py").read_text()]
 
 
+# ---- transport: http -------------------------------------------------------------------------
+
+
+def _server(docs: list[Manifest]) -> dict[str, Any]:
+    return _containers(one(docs, "Deployment", RELEASE))[0]
+
+
+def test_http_transport_server_listens_on_the_http_port_only() -> None:
+    """transport: http sets EXTAUTHZ_TRANSPORT=http and EXTAUTHZ_HTTP_LISTEN on the HTTP port;
+    the container exposes that port (named http) and no gRPC Check port; readiness is GET
+    /healthz there (503 while loading keys or shutting down); startup and liveness stay TCP on
+    that port (an IdP outage must not restart pods). transport: grpc (the default) sets
+    EXTAUTHZ_TRANSPORT=grpc, no HTTP listener, and keeps the gRPC probes."""
+    c = _server(manifests(VALUE_SETS["http"]))
+    env = _env(c)
+    assert env["EXTAUTHZ_TRANSPORT"] == "http"
+    assert env["EXTAUTHZ_HTTP_LISTEN"] == "0.0.0.0:9192"
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": 9192, "metrics": 9090}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": 9192}
+    assert "grpc" not in c["readinessProbe"]
+    assert c["startupProbe"]["tcpSocket"] == {"port": 9192}
+    assert c["livenessProbe"]["tcpSocket"] == {"port": 9192}
+
+    grpc_c = _server(manifests(VALUE_SETS["standalone"]))
+    grpc_env = _env(grpc_c)
+    assert grpc_env["EXTAUTHZ_TRANSPORT"] == "grpc"
+    assert "EXTAUTHZ_HTTP_LISTEN" not in grpc_env
+    assert {p["name"] for p in grpc_c["ports"]} == {"grpc", "metrics"}
+    assert "httpGet" not in grpc_c["readinessProbe"]
+
+    moved = _server(manifests(merged(VALUE_SETS["http"], {"extauthz": {"httpPort": 9300}})))
+    assert _env(moved)["EXTAUTHZ_HTTP_LISTEN"] == "0.0.0.0:9300"
+    assert moved["readinessProbe"]["httpGet"]["port"] == 9300
+
+
+def test_http_transport_services_and_network_policy() -> None:
+    """With transport: http both Services carry the HTTP port (appProtocol http) instead of the
+    gRPC Check port, and the NetworkPolicy lets only Envoy reach it; nothing opens 9191."""
+    docs = manifests(VALUE_SETS["http"])
+    envoy_selector = one(docs, "Deployment", ENVOY)["spec"]["selector"]["matchLabels"]
+    for name in (RELEASE, f"{RELEASE}-headless"):
+        ports = one(docs, "Service", name)["spec"]["ports"]
+        check = ports[0]
+        assert check == {"name": "http", "port": 9192, "targetPort": "http", "protocol": "TCP",
+                         "appProtocol": "http"}, name
+        assert 9191 not in [p["port"] for p in ports], name
+    authz = one(docs, "NetworkPolicy", RELEASE)["spec"]["ingress"]
+    rules = {r["ports"][0]["port"]: r for r in authz}
+    assert set(rules) == {9192, 9090}
+    assert rules[9192]["from"] == [{"podSelector": {"matchLabels": envoy_selector}}]
+    assert all(len(r["ports"]) == 1 for r in authz)
+
+
+def test_istio_http_transport_policy_provider_and_network_policy() -> None:
+    """Istio mode with transport: http: the AuthorizationPolicy names the HTTP provider
+    (temporal-extauthz-http unless istio.provider is set; temporal-extauthz for gRPC), and only
+    the frontend pods may reach the HTTP port."""
+    docs = manifests(VALUE_SETS["istio-http"])
+    policy = one(docs, "AuthorizationPolicy")
+    assert policy["spec"]["provider"] == {"name": "temporal-extauthz-http"}
+    assert policy["spec"]["action"] == "CUSTOM"
+    np = one(docs, "NetworkPolicy")["spec"]["ingress"][0]
+    assert np["ports"] == [{"port": 9192, "protocol": "TCP"}]
+    assert np["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == \
+        "frontend"
+    assert not [d for d in docs if d["metadata"]["name"].startswith(ENVOY)]
+    grpc_policy = one(manifests({"mode": "istio"}), "AuthorizationPolicy")
+    assert grpc_policy["spec"]["provider"] == {"name": "temporal-extauthz"}
+    named = one(manifests(merged(VALUE_SETS["istio-http"], {"istio": {"provider": "authz"}})),
+                "AuthorizationPolicy")
+    assert named["spec"]["provider"] == {"name": "authz"}
+
+
+def _notes_provider(values: dict[str, Any] | None) -> dict[str, Any]:
+    text = notes(values)
+    entries = yaml.safe_load(text[text.index("extensionProviders:"):text.index("Clients keep")])
+    assert len(entries["extensionProviders"]) == 1
+    entry: dict[str, Any] = entries["extensionProviders"][0]
+    return entry
+
+
+def test_istio_http_notes_carry_the_http_extension_provider() -> None:
+    """With transport: http NOTES.txt prints an envoyExtAuthzHttp entry carrying the settings of
+    envoy/envoy-http.yaml: the HTTP port, pathPrefix /check, fail closed, 503 on error, the whole
+    body as bytes, exactly the headers the server reads (never content-type: it goes as
+    x-extauthz-content-type), the identity headers upstream and the reason downstream; its name
+    is the AuthorizationPolicy's provider."""
+    values = VALUE_SETS["istio-http"]
+    entry = _notes_provider(values)
+    assert set(entry) == {"name", "envoyExtAuthzHttp"}
+    assert entry["name"] == one(manifests(values), "AuthorizationPolicy")["spec"]["provider"][
+        "name"]
+    canonical = envoyconfig.ext_authz_filter(_canonical("http"))
+    request = canonical["http_service"]["authorization_request"]
+    response = canonical["http_service"]["authorization_response"]
+    assert entry["envoyExtAuthzHttp"] == {
+        "service": f"{RELEASE}.{NAMESPACE}.svc.cluster.local",
+        "port": 9192,
+        "pathPrefix": canonical["http_service"]["path_prefix"],
+        "timeout": "1s",
+        "failOpen": False,
+        "statusOnError": "503",
+        "includeRequestBodyInCheck": {"maxRequestBytes": 4194309, "allowPartialMessage": False,
+                                      "packAsBytes": True},
+        "includeRequestHeadersInCheck": [p["exact"] for p in
+                                         canonical["allowed_headers"]["patterns"]],
+        "includeAdditionalHeadersInCheck": {h["key"]: h["value"]
+                                            for h in request["headers_to_add"]},
+        "headersToUpstreamOnAllow": [p["exact"] for p in
+                                     response["allowed_upstream_headers"]["patterns"]],
+        "headersToDownstreamOnDeny": [p["exact"] for p in
+                                      response["allowed_client_headers"]["patterns"]],
+    }
+    assert "content-type" not in entry["envoyExtAuthzHttp"]["includeRequestHeadersInCheck"]
+    assert entry["envoyExtAuthzHttp"]["includeAdditionalHeadersInCheck"] == {
+        "x-extauthz-content-type": "%REQ(content-type)%"}
+    grpc_entry = _notes_provider({"mode": "istio"})
+    assert grpc_entry["name"] == "temporal-extauthz"
+    assert set(grpc_entry) == {"name", "envoyExtAuthzGrpc"}
+
+
+def test_deploy_guide_shows_the_http_provider_the_chart_prints() -> None:
+    """docs/deploy.md's envoyExtAuthzHttp example is the entry NOTES.txt prints for the guide's
+    release (`authz` in `temporal`), so the two cannot drift apart."""
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    start = guide.index("  - name: temporal-extauthz-http\n")
+    block = guide[guide.rindex("```yaml", 0, start) + len("```yaml"):guide.index("```", start)]
+    documented = yaml.safe_load(block)["meshConfig"]["extensionProviders"][0]
+    files = render_files(VALUE_SETS["istio-http"], name="authz", namespace="temporal")
+    text = next(t for p, t in files.items() if p.endswith("NOTES.txt"))
+    printed = yaml.safe_load(text[text.index("extensionProviders:"):text.index("Clients keep")])
+    assert documented == printed["extensionProviders"][0]
+
+
 # ---- mTLS wiring -----------------------------------------------------------------------------
 
 
@@ -491,33 +674,83 @@ def test_mtls_wires_both_sides_from_secrets() -> None:
 # ---- Envoy config: the same as envoy/envoy.yaml ----------------------------------------------
 
 
-def _canonical() -> dict[str, Any]:
-    return envoyconfig.load(REPO / "envoy" / "envoy.yaml")
+CANONICAL = {"grpc": "envoy.yaml", "http": "envoy-http.yaml"}
+HEADLESS = f"{RELEASE}-headless.{NAMESPACE}.svc.cluster.local"
+
+
+def _canonical(transport: str = "grpc") -> dict[str, Any]:
+    return envoyconfig.load(REPO / "envoy" / CANONICAL[transport])
+
+
+def _transport_values(transport: str) -> dict[str, Any] | None:
+    return None if transport == "grpc" else {"transport": transport}
 
 
 def _without(d: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in keys}
 
 
-def test_envoy_external_listener_is_the_canonical_one() -> None:
+@pytest.mark.parametrize("transport", sorted(CANONICAL))
+def test_envoy_external_listener_is_the_canonical_one(transport: str) -> None:
     """With default values the chart's external listener (ext_authz filter, connection manager,
-    routes, header stripping, limits) equals envoy/envoy.yaml's, apart from its address."""
-    chart = envoyconfig.listener(envoy_config(), "external")
-    canonical = envoyconfig.listener(_canonical(), "external")
+    routes, header stripping, limits) equals envoy/envoy.yaml's (transport grpc) or
+    envoy/envoy-http.yaml's (transport http: http_service, path_prefix, allowed_headers without
+    content-type, the x-extauthz-content-type addition, upstream/client headers), apart from
+    addresses: its own and, for http, the authz URI (the headless Service's HTTP port)."""
+    config = envoy_config(_transport_values(transport))
+    chart = copy.deepcopy(envoyconfig.listener(config, "external"))
+    canonical = copy.deepcopy(envoyconfig.listener(_canonical(transport), "external"))
+    if transport == "http":
+        uri = envoyconfig.ext_authz_filter(config)["http_service"]["server_uri"]["uri"]
+        assert uri == f"http://{HEADLESS}:9192"
+        for listener in (chart, canonical):
+            authz = envoyconfig.http_connection_manager(listener)["http_filters"][0]
+            assert authz["name"] == envoyconfig.EXT_AUTHZ_FILTER
+            authz["typed_config"]["http_service"]["server_uri"]["uri"] = "<authz>"
+        # belt and braces: the client's content-type never reaches the HTTP authorizer as such
+        authz = envoyconfig.ext_authz_filter(config)
+        sent = [p["exact"] for p in authz["allowed_headers"]["patterns"]]
+        assert sent == ["grpc-encoding", "x-request-id", "authorization-extras", "client-name",
+                        "client-version"]
+        assert authz["http_service"]["authorization_request"]["headers_to_add"] == [
+            {"key": "x-extauthz-content-type", "value": "%REQ(content-type)%"}]
     assert _without(chart, "address") == _without(canonical, "address")
     assert chart["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 7233}
 
 
+@pytest.mark.parametrize("transport", sorted(CANONICAL))
 @pytest.mark.parametrize("name", ["extauthz", "temporal_frontend"])
-def test_envoy_clusters_match_the_canonical_ones(name: str) -> None:
-    """The chart's extauthz and temporal_frontend clusters equal the canonical ones (health
-    checks, timeouts, HTTP/2 windows) except for discovery: DNS of the Services instead of
+def test_envoy_clusters_match_the_canonical_ones(name: str, transport: str) -> None:
+    """The chart's extauthz and temporal_frontend clusters equal the canonical ones of the
+    transport's file (health checks: gRPC health or GET /healthz; timeouts; HTTP/2 windows or
+    HTTP/1.1 with a 60 s idle timeout) except for discovery: DNS of the Services instead of
     static loopback addresses."""
-    chart = envoyconfig.cluster(envoy_config(), name)
-    canonical = envoyconfig.cluster(_canonical(), name)
+    config = envoy_config(_transport_values(transport))
+    chart = envoyconfig.cluster(config, name)
+    canonical = envoyconfig.cluster(_canonical(transport), name)
     skip = ("type", "cluster_type", "load_assignment")
     assert _without(chart, *skip) == _without(canonical, *skip)
     assert chart["cluster_type"]["typed_config"]["@type"].endswith("DnsCluster")
+    if name == "extauthz":
+        address = chart["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"][
+            "address"]["socket_address"]
+        assert address == {"address": HEADLESS,
+                           "port_value": 9192 if transport == "http" else 9191}
+
+
+def test_http_transport_envoy_config_follows_values() -> None:
+    """With transport: http, authzTimeout is the http_service timeout, extauthz.httpPort moves
+    the cluster's endpoint and the authz URI together, and failure_mode_allow stays false."""
+    config = envoy_config({"transport": "http", "envoy": {"authzTimeout": "0.25s"},
+                           "extauthz": {"httpPort": 9300}})
+    authz = envoyconfig.ext_authz_filter(config)
+    assert "grpc_service" not in authz
+    assert authz["http_service"]["server_uri"] == {
+        "uri": f"http://{HEADLESS}:9300", "cluster": "extauthz", "timeout": "0.25s"}
+    assert authz["failure_mode_allow"] is False
+    endpoint = envoyconfig.cluster(config, "extauthz")["load_assignment"]["endpoints"][0]
+    assert endpoint["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
+        "address": HEADLESS, "port_value": 9300}
 
 
 def test_envoy_config_follows_values() -> None:

@@ -3,7 +3,9 @@ real ``envoy --mode validate``, then run (addresses and mount paths moved to loo
 dir) in front of a real Temporal dev server with the real authz server: an allowed call passes, a
 denied one is PERMISSION_DENIED, the chart's `helm test` script passes. With ``tls.enabled`` the
 same runs over mTLS between Envoy and the server, which refuses clients without a valid
-certificate, and both sides pick up rotated certificates without a restart."""
+certificate, and both sides pick up rotated certificates without a restart. With
+``transport: http`` Envoy asks the server over its HTTP ext_authz protocol (the server started
+with the Deployment's transport settings, ready by the readiness probe's path)."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import pytest
 import yaml
 from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from helmchart import CHART, envoy_files
+from helmchart import CHART, RELEASE, envoy_files, manifests, one
 from pki import CA, Issued, write_secret_volume
 from support.components import AUDIENCE, IssuerInstance, TemporalInstance
 from support.workflows import GreetingWorkflow
@@ -42,6 +44,7 @@ RPC_TIMEOUT = timedelta(seconds=10)
 OIDC = {"issuerUrl": "https://login.example.com/realms/temporal", "clientId": "temporal"}
 MTLS_VALUES = {"extauthz": {"oidc": OIDC},
                "tls": {"enabled": True, "serverSecret": "s", "clientSecret": "c"}}
+HTTP_VALUES = {"transport": "http", "extauthz": {"oidc": OIDC}}
 
 
 @dataclass
@@ -120,14 +123,40 @@ def _health(target: str, creds: grpc.ChannelCredentials | None = None,
         return int(reply.status)
 
 
+@dataclass
+class HttpServer:
+    """How the chart runs the server with transport: http (from the rendered Deployment)."""
+
+    transport: str
+    health_path: str
+
+
+def http_server(values: Mapping[str, Any]) -> HttpServer:
+    """EXTAUTHZ_TRANSPORT and the readiness probe's path of the rendered server Deployment."""
+    container = one(manifests(values), "Deployment", RELEASE)["spec"]["template"]["spec"][
+        "containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    return HttpServer(env["EXTAUTHZ_TRANSPORT"],
+                      container["readinessProbe"]["httpGet"]["path"])
+
+
 def start_stack(workdir: Path, files: Mapping[str, str], temporal: TemporalInstance,
                 issuer: IssuerInstance, *, server_tls: Path | None = None,
-                client_tls: Path | None = None) -> Stack:
-    """The authz server (TLS from ``server_tls`` when given, ready by its plaintext health port)
-    and Envoy from the chart's files."""
+                client_tls: Path | None = None, http: HttpServer | None = None) -> Stack:
+    """The authz server (TLS from ``server_tls`` when given, ready by its plaintext health port;
+    with ``http``, listening for Envoy's HTTP protocol and ready by the probe's path) and Envoy
+    from the chart's files."""
+    assert http is None or server_tls is None, "the HTTP transport is plaintext"
     authz = (LOOPBACK, free_port())
     extra: dict[str, str] = {}
     ready_target = f"{authz[0]}:{authz[1]}"
+    listen = authz
+    if http is not None:
+        # the gRPC `listen` is not opened with transport http; Envoy calls the HTTP port
+        listen = (LOOPBACK, free_port())
+        extra = {"EXTAUTHZ_TRANSPORT": http.transport,
+                 "EXTAUTHZ_HTTP_LISTEN": f"{authz[0]}:{authz[1]}"}
+        ready_target = f"http://{authz[0]}:{authz[1]}{http.health_path}"
     if server_tls is not None:
         health = (LOOPBACK, free_port())
         extra = {"EXTAUTHZ_TLS_CERT_FILE": str(server_tls / "tls.crt"),
@@ -135,12 +164,18 @@ def start_stack(workdir: Path, files: Mapping[str, str], temporal: TemporalInsta
                  "EXTAUTHZ_TLS_CLIENT_CA_FILE": str(server_tls / "ca.crt"),
                  "EXTAUTHZ_HEALTH_LISTEN": f"{health[0]}:{health[1]}"}
         ready_target = f"{health[0]}:{health[1]}"
-    env = procs.extauthz_env(listen=authz, issuer_url=issuer.url, audience=AUDIENCE, extra=extra)
+
+    def ready() -> bool:
+        if http is not None:
+            return procs.http_get(ready_target)[0] == 200
+        return bool(_health(ready_target) == health_pb2.HealthCheckResponse.SERVING)
+
+    env = procs.extauthz_env(listen=listen, issuer_url=issuer.url, audience=AUDIENCE,
+                             extra=extra)
     server = ManagedProcess("extauthz", [sys.executable, "-m", "extauthz", "serve"],
                             log_path=workdir / "extauthz.log", env=env).start()
     try:
-        server.wait_ready(lambda: _health(ready_target) == health_pb2.HealthCheckResponse.SERVING,
-                          30, f"extauthz health at {ready_target}")
+        server.wait_ready(ready, 30, f"extauthz health at {ready_target}")
         moves = {"/etc/envoy/authz-tls": str(client_tls)} if client_tls is not None else {}
         path, addresses = localize(files, workdir, authz=authz, upstream=temporal.address,
                                    moves=moves)
@@ -210,11 +245,15 @@ def _validate(path: Path) -> None:
 
 def test_rendered_envoy_config_validates(tmp_path: Path) -> None:
     """`envoy --mode validate` accepts envoy.yaml exactly as the chart renders it for the
-    default values (DNS names of the Services), and with every TLS option on once its mount
-    paths exist (SDS files and certificates in a temp dir); no deprecated fields either way."""
+    default values (DNS names of the Services) and for transport: http, and with every TLS
+    option on once its mount paths exist (SDS files and certificates in a temp dir); no
+    deprecated fields in any."""
     path = tmp_path / "envoy.yaml"
     path.write_text(envoy_files(None)["envoy.yaml"])
     _validate(path)
+    http_path = tmp_path / "envoy-http.yaml"
+    http_path.write_text(envoy_files({"transport": "http"})["envoy.yaml"])
+    _validate(http_path)
 
     values = {**MTLS_VALUES,
               "envoy": {"listenerTls": {"enabled": True, "secretName": "edge"}},
@@ -268,6 +307,59 @@ def test_stats_port_serves_only_metrics_and_readiness(plain_stack: Stack) -> Non
     assert procs.http_get(f"{base}/ready")[0] == 200
     for path in ("/config_dump", "/clusters", "/certs", "/stats", "/"):
         assert procs.http_get(f"{base}{path}")[0] == 404, path
+
+
+# ---- transport: http (Envoy's HTTP ext_authz protocol) ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def http_stack(deploy_dir: Path, deploy_temporal: TemporalInstance,
+               deploy_issuer: IssuerInstance) -> Iterator[Stack]:
+    """Envoy from the chart rendered with transport: http → (HTTP/1.1) → extauthz → Temporal."""
+    stack = start_stack(deploy_dir / "http", envoy_files(HTTP_VALUES), deploy_temporal,
+                        deploy_issuer, http=http_server(HTTP_VALUES))
+    try:
+        yield stack
+    finally:
+        stack.envoy.stop()
+        stack.extauthz.stop()
+
+
+def _authz_cluster_stats(stack: Stack) -> dict[str, int]:
+    status, body = procs.http_get(
+        f"http://{stack.admin[0]}:{stack.admin[1]}/stats?filter=^cluster\\.extauthz\\.")
+    assert status == 200
+    stats: dict[str, int] = {}
+    for line in body.decode().splitlines():
+        name, _, value = line.partition(": ")
+        if value.strip().isdigit():
+            stats[name] = int(value)
+    return stats
+
+
+async def test_chart_envoy_over_http_allows_and_denies(http_stack: Stack,
+                                                       deploy_issuer: IssuerInstance) -> None:
+    """transport: http, through the chart's Envoy: the server runs with the Deployment's
+    EXTAUTHZ_TRANSPORT and is ready by the readiness probe's path (/healthz); allowed call
+    passes, denied call is PERMISSION_DENIED with the reason, no token is UNAUTHENTICATED; the
+    checks went over HTTP/1.1 to the HTTP port and no ext_authz call failed."""
+    assert http_server(HTTP_VALUES) == HttpServer("http", "/healthz")
+    await _allowed_and_denied(http_stack, deploy_issuer)
+    stats = _authz_cluster_stats(http_stack)
+    assert stats["cluster.extauthz.upstream_cx_http1_total"] > 0, stats
+    assert stats.get("cluster.extauthz.upstream_cx_http2_total", 0) == 0, stats
+    assert stats["cluster.extauthz.upstream_rq_200"] > 0, stats
+    assert stats["cluster.extauthz.upstream_rq_403"] > 0, stats
+    assert stats.get("cluster.extauthz.upstream_rq_5xx", 0) == 0, stats
+    # Envoy's /healthz health checks found the server healthy
+    assert stats["cluster.extauthz.health_check.healthy"] >= 1, stats
+
+
+def test_helm_test_script_passes_through_the_http_chart_envoy(http_stack: Stack) -> None:
+    """The `helm test` script passes against the chart's Envoy in transport: http too."""
+    result = _helm_test(http_stack)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "UNAUTHENTICATED" in result.stdout
 
 
 # ---- mTLS between Envoy and the server ---------------------------------------------------------

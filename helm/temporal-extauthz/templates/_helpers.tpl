@@ -153,3 +153,23 @@ sds_config:
     watched_directory:
       path: {{ .dir }}
 {{- end }}
+
+{{/* "true" when Envoy talks to the server over the HTTP ext_authz protocol (transport: http). */}}
+{{- define "extauthz.http" -}}
+{{- if eq .Values.transport "http" }}true{{- end }}
+{{- end }}
+
+{{/* The server port Envoy / the sidecars call: the HTTP port or the gRPC Check port. */}}
+{{- define "extauthz.checkPort" -}}
+{{- if include "extauthz.http" . }}{{ .Values.extauthz.httpPort }}{{- else }}{{ .Values.extauthz.port }}{{- end }}
+{{- end }}
+
+{{/* Name of that port on the container and the Services. */}}
+{{- define "extauthz.checkPortName" -}}
+{{- ternary "http" "grpc" (eq .Values.transport "http") }}
+{{- end }}
+
+{{/* The meshConfig extensionProviders name: istio.provider, or one per transport. */}}
+{{- define "extauthz.istioProvider" -}}
+{{- if .Values.istio.provider }}{{ .Values.istio.provider }}{{- else }}{{ ternary "temporal-extauthz-http" "temporal-extauthz" (eq .Values.transport "http") }}{{- end }}
+{{- end }}
