@@ -1,6 +1,6 @@
 """Micro-benchmark: µs per ``Authenticator.verify`` cache hit and miss (RS256, ES256, EdDSA).
 
-Run: ``.venv/bin/python tests/integration/auth/bench_auth_cache.py`` (not collected by pytest).
+Run: ``.venv/bin/python -m bench.auth_cache``.
 Misses are distinct tokens with the keys already loaded (parse + signature + claims + cache put);
 hits repeat one token (hash + lookup + deadline check). Also prints aiocache's
 ``SimpleMemoryCache.get`` for comparison.
