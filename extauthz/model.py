@@ -167,6 +167,9 @@ class Decision:
     target: Target | None = None
     rule: str | None = None
     dry_run: bool = False
+    # display identity (email, name) from the Web UI's ID token (`authorization-extras`):
+    # a label for the audit log, never an input of the decision
+    display: Mapping[str, str] | None = None
 
     @classmethod
     def allow(

@@ -3,16 +3,28 @@
 Both adapters (gRPC ``Authorization/Check`` and, later, Envoy's HTTP mode) build a
 ``CheckInput`` and get a ``Decision``. Nothing here builds protobufs or touches sockets; the
 only await is the token verifier (a cache hit does not suspend).
+
+A request whose path is not a gRPC method may be a call of Temporal's HTTP/JSON API
+(``/api/v1/...``; ``extauthz.httpapi``): it is mapped to its gRPC method and goes through the
+same steps (authenticate → target → authorize), its target read from the protobuf message the
+server builds from the path, query and JSON body.
+
+The Web UI also sends the user's ID token in ``authorization-extras``. After the decision, and
+without changing it, a verified ID token of the same issuer and subject labels the decision
+with display fields (email, name) for the audit log (``with_display``); a bad one is logged
+by reason code and ignored.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Protocol
 
-from extauthz import methods, wire
+import structlog
+
+from extauthz import httpapi, methods, wire
 from extauthz.auth.types import AuthError, ClaimMapping, VerifiedToken
 from extauthz.claims import ClaimMapper
 from extauthz.model import (
@@ -29,12 +41,17 @@ from extauthz.policy import authorize as temporal_default
 from extauthz.policy import missing_namespace
 
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
+# the Temporal Web UI forwards the user's ID token here (the access token is in authorization)
+EXTRAS_HEADER = "authorization-extras"
 _BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9_\-.=]+)")
 _MAX_PATH_IN_MESSAGE = 160
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,20}/[A-Za-z0-9!#$&^_.+-]{1,27}")
 _PRINCIPAL_CACHE_ENTRIES = 10_000
 
 Authorizer = Callable[[Principal, Target], Decision]
+ExtrasVerifier = Callable[..., Awaitable[Mapping[str, str]]]
+
+log = structlog.get_logger(__name__)
 
 
 class TokenVerifier(Protocol):
@@ -63,10 +80,15 @@ class Pipeline:
         verifier: TokenVerifier,
         authorizer: Authorizer = temporal_default,
         max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
+        http_api: bool = True,
     ):
         self._verifier = verifier
+        # ``Authenticator.verify_extras`` (optional: test verifiers may not have it)
+        self._verify_extras: ExtrasVerifier | None = getattr(verifier, "verify_extras", None)
         self._authorize = authorizer
         self._max_message_bytes = max_message_bytes
+        # Temporal's HTTP API routes, built now (start-up), not on the first request
+        self._http_api = httpapi.router() if http_api else None
         self._mappers: dict[ClaimMapping, ClaimMapper] = {}
         # principal per verified token object: the authenticator's cache hands back the same
         # object for the same token, so a hit skips claim mapping (held strongly: ids stay valid)
@@ -75,7 +97,7 @@ class Pipeline:
     async def check(self, req: CheckInput) -> Decision:
         """Decide one request. Never raises: any failure is a denial."""
         try:
-            return await self._check(req)
+            decision = await self._check(req)
         except Exception as exc:  # fail closed, whatever went wrong
             return Decision.deny(
                 Reason.INTERNAL_ERROR,
@@ -83,10 +105,18 @@ class Pipeline:
                 "the call was refused and may be retried",
                 status=STATUS_UNAVAILABLE,
             )
+        verify_extras = self._verify_extras
+        if decision.principal is not None and verify_extras is not None:
+            extras = req.headers.get(EXTRAS_HEADER)
+            if extras:
+                return await with_display(decision, decision.principal, extras, verify_extras)
+        return decision
 
     async def _check(self, req: CheckInput) -> Decision:
         entry = methods.lookup(req.path)
         if entry is None or req.method != "POST":
+            if entry is None and self._http_api is not None:
+                return await self._check_http_api(req, self._http_api)
             return unknown_method(req.path, req.method)
         if req.path in methods.ALWAYS_ALLOWED:  # == entry.method.path: the lookup is exact
             return Decision.allow(
@@ -133,6 +163,56 @@ class Pipeline:
             by_namespace_id=bool(found.namespace_id),
         )
 
+    async def _check_http_api(self, req: CheckInput, router: httpapi.Router) -> Decision:
+        """A call of Temporal's HTTP API: the same steps as a gRPC call, for its gRPC method."""
+        try:
+            route = router.match(req.method, req.path)
+        except httpapi.RequestError as exc:
+            return Decision.deny(exc.reason, exc.message)
+        if route is None:
+            if router.looks_like_http_api(req.path):
+                return unknown_route(req.path, req.method)
+            return unknown_method(req.path, req.method)
+        method = route.entry.method
+        if method.path in methods.ALWAYS_ALLOWED:
+            return Decision.allow(Reason.HEALTH_CHECK, f"{method.short} is always allowed",
+                                  target=Target(method))
+        refused = precheck_http(req, self._max_message_bytes)
+        if refused is not None:
+            return replace(refused, target=Target(method))
+        token = bearer_token(req.headers.get("authorization"))
+        if isinstance(token, Decision):
+            return replace(token, target=Target(method))
+        try:
+            verified = await self._verifier.verify(token)
+        except AuthError as exc:
+            return Decision.deny(exc.reason, exc.message, status=exc.status,
+                                 target=Target(method))
+        principal = self.principal(verified)
+        target = self.target_http(route, req)
+        if isinstance(target, Decision):
+            return target
+        if method.scope is Scope.NAMESPACE and not (target.namespace or target.by_namespace_id):
+            return missing_namespace(target, principal)
+        return self._authorize(principal, target)
+
+    def target_http(self, route: httpapi.Route, req: CheckInput) -> Target | Decision:
+        """What an HTTP API call acts on: the path, query and JSON body made into the protobuf
+        request the server builds, then read with the method's plan like a gRPC body."""
+        entry = route.entry
+        try:
+            message = httpapi.request_message(route, req.body)
+            found = wire.scan(memoryview(message), entry.plan) if entry.plan else wire.Extracted()
+        except (httpapi.RequestError, wire.BodyError) as exc:
+            return Decision.deny(exc.reason, exc.message, target=Target(entry.method))
+        return Target(
+            entry.method,
+            namespace=found.namespace,
+            other_namespaces=tuple(found.other_namespaces),
+            task_queues=tuple(found.task_queues),
+            by_namespace_id=bool(found.namespace_id),
+        )
+
     def principal(self, verified: VerifiedToken) -> Principal:
         """Map verified claims with the issuer's claim mapping (memoised per token object)."""
         hit = self._principals.get(id(verified))
@@ -150,6 +230,36 @@ class Pipeline:
         if mapper is None:
             mapper = self._mappers[mapping] = ClaimMapper(mapping)
         return mapper.principal(verified.claims, verified.issuer.issuer)
+
+
+async def with_display(decision: Decision, principal: Principal, header: str,
+                       verify: ExtrasVerifier) -> Decision:
+    """The decision labelled with the display identity of the Web UI's ID token.
+
+    Made after the decision and never changing it: a missing, invalid or foreign ID token
+    only leaves the label off (logged with its reason code, never the token). ``verify`` is
+    ``Authenticator.verify_extras``, which uses only the keys already loaded (no refetch), so
+    the label never waits on the network. No ``asyncio.timeout`` here: the HTTP adapter runs
+    checks outside a task until they suspend.
+    """
+    token = extras_token(header)
+    if token is None:
+        log.info("auth.extras_ignored", reason=str(Reason.MALFORMED_AUTHORIZATION),
+                 subject=principal.subject)
+        return decision
+    sub = principal.claims.get("sub")
+    try:
+        display = await verify(token, issuer=principal.issuer,
+                               subject=sub if isinstance(sub, str) else "")
+    except AuthError as exc:
+        log.info("auth.extras_ignored", reason=str(exc.reason), error=exc.message,
+                 subject=principal.subject)
+        return decision
+    except Exception as exc:  # a label must never turn into a denial
+        log.warning("auth.extras_ignored", reason="error", error=type(exc).__name__,
+                    subject=principal.subject)
+        return decision
+    return replace(decision, display=display) if display else decision
 
 
 def precheck(req: CheckInput) -> Decision | None:
@@ -170,6 +280,41 @@ def precheck(req: CheckInput) -> Decision | None:
     what = f"content-type {q(shown)}" if _MEDIA_TYPE.fullmatch(shown) else "the content-type"
     return Decision.deny(Reason.UNSUPPORTED_PROTOCOL,
                          f"{what} is not gRPC (application/grpc)")
+
+
+def precheck_http(req: CheckInput, max_body_bytes: int) -> Decision | None:
+    """Refusals of an HTTP API call that need no token: a truncated or oversized body, a body
+    that is not JSON (the server would read any content-type as JSON, and a form body can turn
+    a POST into a GET there)."""
+    if req.headers.get(PARTIAL_BODY_HEADER, "").strip().lower() == "true":
+        return Decision.deny(
+            Reason.PARTIAL_BODY,
+            "the request body reached the authorizer truncated; it is over Envoy's "
+            "max_request_bytes (send a smaller body)",
+        )
+    if len(req.body) > max_body_bytes:
+        return Decision.deny(Reason.BODY_TOO_LARGE,
+                             f"the JSON body is over {max_body_bytes} bytes")
+    content_type = req.headers.get("content-type", "")
+    media = httpapi.media_type(content_type)
+    if media in httpapi.JSON_MEDIA_TYPES or not (media or req.body):
+        return None
+    if content_type.startswith("application/grpc"):
+        return Decision.deny(Reason.UNSUPPORTED_PROTOCOL,
+                             "a gRPC call on a path of Temporal's HTTP API")
+    shown = content_type.split(";", 1)[0].strip()[:48]
+    what = f"content-type {q(shown)}" if _MEDIA_TYPE.fullmatch(shown) else "the content-type"
+    return Decision.deny(Reason.UNSUPPORTED_PROTOCOL,
+                         f"{what} is not JSON: Temporal's HTTP API takes application/json")
+
+
+def unknown_route(path: str, method: str) -> Decision:
+    """The denial for a request on an HTTP API prefix that matches no route."""
+    return Decision.deny(
+        Reason.UNKNOWN_METHOD,
+        f"{q(method[:16])} {q(path[:_MAX_PATH_IN_MESSAGE])} is not a route of Temporal's HTTP "
+        "API (paths and methods must match exactly: no trailing '/', '//', '.' or '..')",
+    )
 
 
 def unknown_method(path: str, method: str = "POST") -> Decision:
@@ -200,6 +345,16 @@ def bearer_token(header: str | None) -> str | Decision:
     return found
 
 
+def extras_token(header: str) -> str | None:
+    """The ID token of ``authorization-extras``: the bare JWT the Web UI sends (a ``Bearer``
+    prefix is tolerated), or None when the value is not one token."""
+    value = header.strip()
+    if value[:7].lower() == "bearer ":
+        value = value[7:].lstrip(" ")
+    return value if _JWT_CHARS.fullmatch(value) else None
+
+
+_JWT_CHARS = re.compile(r"[A-Za-z0-9_\-.=]+")
 _TOKEN_OF_HEADER: dict[str, str] = {}
 _TOKEN_OF_HEADER_ENTRIES = 1024
 

@@ -51,6 +51,15 @@ class _Cached:
     generation: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Extras:
+    issuer: str
+    subject: object  # the ID token's raw `sub`
+    fields: Mapping[str, str]
+    store: KeyStore
+    generation: int
+
+
 @dataclass(slots=True)
 class AuthStats:
     """Cache counters (plain ints, for metrics)."""
@@ -107,7 +116,7 @@ class Authenticator:
         self._negative_seconds = negative_cache_seconds
         self._positive: BoundedTTLCache[_Cached] = BoundedTTLCache(cache_max_entries)
         self._negative: BoundedTTLCache[AuthError] = BoundedTTLCache(negative_cache_max_entries)
-        self._extras: BoundedTTLCache[Mapping[str, str]] = BoundedTTLCache(cache_max_entries)
+        self._extras: BoundedTTLCache[_Extras] = BoundedTTLCache(cache_max_entries)
         self.stats = AuthStats()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -183,11 +192,17 @@ class Authenticator:
         self._positive.put(key, _Cached(verified, store, generation), deadline, now)
         return verified
 
-    async def verify_extras(self, token: str) -> Mapping[str, str]:
+    async def verify_extras(
+        self, token: str, *, issuer: str | None = None, subject: str | None = None
+    ) -> Mapping[str, str]:
         """Display fields (email, name, preferred_username) of the Web UI's ID token.
 
         The ID token's signature, issuer and times are checked; its audience (the UI's client
-        id) and ``typ`` are not. The result grants nothing; it only labels the caller.
+        id) and ``typ`` are not. Only the keys already loaded are used: an unknown ``kid`` is
+        UNKNOWN_KEY at once, never a refetch, so a label never waits on the network. With
+        ``issuer``/``subject`` (the access token's ``iss`` and ``sub``), an ID token of another
+        issuer or another subject is refused, so one caller cannot label itself with someone
+        else's ID token. The result grants nothing; it only labels the caller.
 
         Raises:
             AuthError: the token is refused.
@@ -195,16 +210,23 @@ class Authenticator:
         now = self._clock()
         key = token_digest(token)
         cached = self._extras.get(key, now)
-        if cached is not None:
-            return cached
-        verified, _, _ = await self._verify_uncached(token, now, id_token=True)
-        fields = MappingProxyType({
-            name: value for name in DISPLAY_CLAIMS
-            if isinstance(value := verified.claims.get(name), str)
-        })
-        deadline = min(verified.expires_at, now + self._max_cache_seconds)
-        self._extras.put(key, fields, deadline, now)
-        return fields
+        if cached is None or cached.generation != cached.store.generation:
+            verified, store, generation = await self._verify_uncached(token, now, id_token=True)
+            fields = MappingProxyType({
+                name: value for name in DISPLAY_CLAIMS
+                if isinstance(value := verified.claims.get(name), str)
+            })
+            cached = _Extras(verified.issuer.issuer, verified.claims.get("sub"), fields,
+                             store, generation)
+            deadline = min(verified.expires_at, now + self._max_cache_seconds)
+            self._extras.put(key, cached, deadline, now)
+        if issuer is not None and cached.issuer != issuer:
+            raise AuthError(Reason.ISSUER_MISMATCH,
+                            "the ID token is from another issuer than the access token")
+        if subject is not None and cached.subject != subject:
+            raise AuthError(Reason.INVALID_CLAIMS,
+                            "the ID token names another subject than the access token")
+        return cached.fields
 
     async def _verify_uncached(
         self, token: str, now: float, *, id_token: bool = False
@@ -220,7 +242,7 @@ class Authenticator:
                 )
             check_header(parsed, issuer, typ=not id_token)
             store = self.stores[issuer.issuer]
-            await self._check_signature(parsed, issuer, store)
+            await self._check_signature(parsed, issuer, store, refetch=not id_token)
             generation = store.generation  # the verifying key is in this generation's set
             verified = check_claims(parsed, issuer, now, audience=not id_token)
         except AuthError:
@@ -232,9 +254,14 @@ class Authenticator:
         return verified, store, generation
 
     async def _check_signature(
-        self, parsed: ParsedToken, issuer: IssuerConfig, store: KeyStore
+        self, parsed: ParsedToken, issuer: IssuerConfig, store: KeyStore, *, refetch: bool = True
     ) -> None:
-        candidates = await store.keys_for(parsed.kid)
+        if refetch:
+            candidates = await store.keys_for(parsed.kid)
+        elif store.usable():
+            candidates = store.keyset.candidates(parsed.kid)
+        else:
+            raise store.unavailable()
         if not candidates:
             raise AuthError(Reason.UNKNOWN_KEY, unknown_key_message(parsed, issuer))
         check_signature(parsed, candidates)

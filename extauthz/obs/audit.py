@@ -8,6 +8,9 @@ the subject, principal kind and issuer, the method, namespace(s) and task queue(
 decision, reason code, rule, latency and the client's ``client-name``/``client-version``
 headers. Header values are read by name from that short list only: ``authorization``,
 ``authorization-extras`` and every other header never reach the log, and neither do claims.
+The one exception is a label: ``email`` and ``display_name`` of the Web UI's ID token (sent in
+``authorization-extras``), once the pipeline has verified it and found it names the access
+token's issuer and subject (``Decision.display``); the ID token itself is never logged.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ def event_fields(req: CheckInput | None, decision: Decision, seconds: float) -> 
     """The fields of one audit event (an allow-list: nothing else is ever logged)."""
     principal = decision.principal
     target = decision.target
+    display = decision.display or {}
     if target is not None:
         method: str | None = target.method.short
     elif req is not None:
@@ -106,6 +110,8 @@ def event_fields(req: CheckInput | None, decision: Decision, seconds: float) -> 
         "rule": decision.rule,
         "dry_run": decision.dry_run,
         "subject": principal.subject if principal else None,
+        "email": display.get("email"),
+        "display_name": display.get("name") or display.get("preferred_username"),
         "principal_kind": principal.kind if principal else None,
         "issuer": principal.issuer if principal else None,
         "method": method,
