@@ -3,8 +3,9 @@
 ``envoy/envoy.yaml`` is the one Envoy configuration of the project: the e2e tests, the local stack
 and the Helm chart use it. It is a complete, valid file with local-stack defaults. This module
 changes only addresses (and, optionally, the ext_authz timeout) by structured edits: it loads the
-YAML, finds the listeners ``external`` and ``internal``, the clusters ``extauthz`` and
-``temporal_frontend`` and the admin block by name, replaces their socket addresses and dumps the
+YAML, finds the listeners ``external`` and ``internal``, the clusters ``extauthz``,
+``temporal_frontend`` and ``temporal_http`` (the frontend's HTTP API port) and the admin block by
+name, replaces their socket addresses and dumps the
 result. There is no text templating, so what the tests run is exactly the committed file with
 other ports.
 
@@ -26,6 +27,7 @@ not package data, and no generated copy is committed).
 Command line::
 
     python -m extauthz.envoyconfig --listen 127.0.0.1:7233 --upstream 127.0.0.1:7234 \\
+        --http-upstream 127.0.0.1:7243 \\
         --authz 127.0.0.1:9191 --admin 127.0.0.1:9901 --out /tmp/envoy.yaml
 """
 
@@ -50,6 +52,7 @@ EXTERNAL_LISTENER = "external"
 INTERNAL_LISTENER = "internal"
 AUTHZ_CLUSTER = "extauthz"
 UPSTREAM_CLUSTER = "temporal_frontend"
+HTTP_UPSTREAM_CLUSTER = "temporal_http"
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 HEALTH_PATH = "/grpc.health.v1.Health/Check"
 
@@ -180,6 +183,7 @@ def edit(
     upstream: Address | None = None,
     authz_timeout: float | None = None,
     drop_internal: bool = False,
+    http_upstream: Address | None = None,
 ) -> dict[str, Any]:
     """Return a copy of ``config`` with the given addresses; ``None`` keeps the file's value."""
     out = copy.deepcopy(config)
@@ -203,6 +207,8 @@ def edit(
             http_service["server_uri"]["uri"] = f"http://{host}:{authz[1]}"
     if upstream is not None:
         _set_endpoint(cluster(out, UPSTREAM_CLUSTER), upstream)
+    if http_upstream is not None:
+        _set_endpoint(cluster(out, HTTP_UPSTREAM_CLUSTER), http_upstream)
     if authz_timeout is not None:
         if authz_timeout <= 0:
             raise ValueError("authz_timeout must be positive")
@@ -230,6 +236,7 @@ def render(
     drop_internal: bool = False,
     source: Path | str | None = None,
     transport: str = "grpc",
+    http_upstream: Address | None = None,
 ) -> str:
     """The canonical Envoy config for ``transport`` as YAML text with the given addresses
     (others unchanged)."""
@@ -243,6 +250,7 @@ def render(
             upstream=upstream,
             authz_timeout=authz_timeout,
             drop_internal=drop_internal,
+            http_upstream=http_upstream,
         )
     )
 
@@ -263,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--authz", type=parse_address,
                         help="extauthz server HOST:PORT (its gRPC listen or its http_listen)")
     parser.add_argument("--upstream", type=parse_address, help="Temporal frontend HOST:PORT")
+    parser.add_argument("--http-upstream", type=parse_address,
+                        help="Temporal frontend's HTTP API HOST:PORT (its httpPort, 7243)")
     parser.add_argument("--authz-timeout", type=float, help="ext_authz call timeout in seconds")
     parser.add_argument(
         "--source", type=Path, help=f"config to edit (default: ${ENV_VAR} or envoy/envoy.yaml)"
@@ -280,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             drop_internal=args.no_internal,
             source=args.source,
             transport=args.transport,
+            http_upstream=args.http_upstream,
         )
     except (EnvoyConfigNotFound, EnvoyConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

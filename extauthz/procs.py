@@ -288,6 +288,11 @@ def _grpc_health_serving(target: str, service: str = "", timeout: float = 1.0) -
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+def _http_api_ready(host: str, port: int) -> bool:
+    status, _ = http_get(f"http://{host}:{port}/api/v1/system-info", timeout=2.0)
+    return status == 200
+
+
 def _temporal_namespaces_ready(target: str, namespaces: Iterable[str]) -> bool:
     import grpc
     from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
@@ -317,7 +322,9 @@ def start_temporal_dev_server(
     timeout: float = 60.0,
 ) -> ManagedProcess:
     """``temporal server start-dev --headless`` on ``host:port``; ready once every namespace
-    (plus ``default``) answers DescribeNamespace. In-memory unless ``db_filename`` is given."""
+    (plus ``default``) answers DescribeNamespace, and, with ``http_port``, once the HTTP API
+    (``--http-port``) answers too. In-memory unless ``db_filename`` is given. Without
+    ``http_port`` the dev server still opens its default HTTP port (7243)."""
     argv = [
         find_binary("temporal"), "server", "start-dev",
         "--headless",
@@ -341,9 +348,11 @@ def start_temporal_dev_server(
     wanted = ["default", *(n for n in namespaces if n != "default")]
     try:
         proc.wait_ready(
-            lambda: _temporal_namespaces_ready(target, wanted),
+            lambda: _temporal_namespaces_ready(target, wanted)
+            and (http_port is None or _http_api_ready(host, http_port)),
             timeout,
-            f"Temporal dev server at {target} with namespaces {wanted}",
+            f"Temporal dev server at {target} with namespaces {wanted}"
+            + (f" and its HTTP API on port {http_port}" if http_port is not None else ""),
         )
     except BaseException:
         proc.stop()

@@ -50,6 +50,8 @@ class StackConfig:
     host: str = LOOPBACK
     envoy_port: int = 7233
     temporal_port: int = 7234
+    # Temporal's HTTP API (`--http-port`), reached through Envoy's external listener
+    temporal_http_port: int = 7243
     internal_port: int = 7235
     authz_port: int = 9191
     admin_port: int = 9901
@@ -92,6 +94,7 @@ def _check_ports_free(config: StackConfig) -> None:
         for what, port in (
             ("Envoy", config.envoy_port),
             ("Temporal", config.temporal_port),
+            ("Temporal HTTP API", config.temporal_http_port),
             ("Envoy internal", config.internal_port),
             ("extauthz", config.check_port),
             ("Envoy admin", config.admin_port),
@@ -155,6 +158,7 @@ temporal-extauthz local stack is up (development only).
 
   Envoy (authorized)    {h}:{config.envoy_port}   <- point clients here (the temporal CLI default)
   Temporal frontend     {h}:{config.temporal_port}   (direct, NO authorization)
+  Temporal HTTP API     {h}:{config.temporal_http_port}   (direct, NO authorization)
   Envoy internal        {h}:{config.internal_port}   (cluster-internal listener, NO authorization)
   {f"extauthz ({config.transport})":22}{h}:{config.check_port}
   dev OIDC issuer       {config.issuer_url}
@@ -172,6 +176,10 @@ Denied with PermissionDenied (alice may not read payroll):
 
 Denied with Unauthenticated (no token):
   {temporal} operator namespace describe --namespace default
+
+Temporal's HTTP API through Envoy (same policy):
+  curl -s http://{h}:{config.envoy_port}/api/v1/namespaces/default \
+    -H "authorization: Bearer $({token} --sub alice --permissions default:read)"
 
 A worker's token (write on payroll):
   {token} --sub payroll-worker --permissions payroll:write
@@ -203,6 +211,7 @@ class Stack:
                 c.temporal_port, host=c.host, namespaces=c.namespaces,
                 log_path=logs / "temporal.log",
                 db_filename=state / "temporal.db" if c.persist else None,
+                http_port=c.temporal_http_port,
             ))
             say(f"starting dev issuer on {c.issuer_url} ...")
             (state / "issuer").mkdir(exist_ok=True)
@@ -232,6 +241,7 @@ class Stack:
                 authz=authz,
                 upstream=c.address(c.temporal_port),
                 transport=c.transport,
+                http_upstream=c.address(c.temporal_http_port),
             )
             self.processes.append(procs.start_envoy(
                 text, config_path=state / "envoy.yaml", log_path=logs / "envoy.log",
@@ -305,7 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m extauthz.stack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--state-dir", type=Path, default=defaults.state_dir)
-    for name in ("envoy", "temporal", "internal", "authz", "authz_http", "admin", "issuer"):
+    for name in ("envoy", "temporal", "temporal_http", "internal", "authz", "authz_http", "admin",
+                 "issuer"):
         parser.add_argument(f"--{name.replace('_', '-')}-port", type=int,
                             default=getattr(defaults, f"{name}_port"))
     parser.add_argument("--transport", choices=["grpc", "http"], default=defaults.transport,
@@ -321,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         state_dir=args.state_dir,
         envoy_port=args.envoy_port,
         temporal_port=args.temporal_port,
+        temporal_http_port=args.temporal_http_port,
         internal_port=args.internal_port,
         authz_port=args.authz_port,
         authz_http_port=args.authz_http_port,

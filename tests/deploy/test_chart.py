@@ -420,8 +420,8 @@ def test_topology_spread_by_default() -> None:
 
 def test_network_policies_leave_no_way_around_envoy() -> None:
     """Only Envoy pods may reach the authz server's Check port; in Temporal's namespace only
-    Envoy may reach the frontend's gRPC port, membership and metrics stay open, and the
-    frontend's HTTP API port (7243, which would bypass Envoy) is not opened."""
+    Envoy may reach the frontend's gRPC port and its HTTP API port (7243, in the same rule),
+    membership and metrics stay open (tests/deploy/test_chart_http_api.py: the HTTP port)."""
     docs = manifests(VALUE_SETS["networkpolicy"])
     policies = {p["metadata"]["name"]: p for p in find(docs, "NetworkPolicy")}
     envoy_selector = one(docs, "Deployment", ENVOY)["spec"]["selector"]["matchLabels"]

@@ -85,9 +85,11 @@ def _static(config: dict[str, Any], name: str) -> None:
 
 
 def localize(files: Mapping[str, str], workdir: Path, *, authz: tuple[str, int],
-             upstream: tuple[str, int], moves: Mapping[str, str]) -> tuple[Path, dict[str, Any]]:
+             upstream: tuple[str, int], moves: Mapping[str, str],
+             http_upstream: tuple[str, int] | None = None) -> tuple[Path, dict[str, Any]]:
     """Write the ConfigMap's files under ``workdir/config`` with loopback addresses and the
-    Secret mount paths moved (``moves``); return envoy.yaml's path and the addresses used."""
+    Secret mount paths moved (``moves``); return envoy.yaml's path and the addresses used.
+    ``http_upstream``: the frontend's HTTP API, when the chart renders that cluster."""
     config_dir = workdir / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
     moves = {"/etc/envoy/config/": f"{config_dir}/", **moves}
@@ -103,6 +105,10 @@ def localize(files: Mapping[str, str], workdir: Path, *, authz: tuple[str, int],
         "socket_address": {"address": addresses["admin"][0], "port_value": addresses["admin"][1]}}
     for name in ("extauthz", "temporal_frontend"):
         _static(config, name)
+    clusters = [c["name"] for c in config["static_resources"]["clusters"]]
+    if http_upstream is not None and envoyconfig.HTTP_UPSTREAM_CLUSTER in clusters:
+        config = envoyconfig.edit(config, http_upstream=http_upstream)
+        _static(config, envoyconfig.HTTP_UPSTREAM_CLUSTER)
     config = _relocate(config, moves)
     for name, text in files.items():
         if name != "envoy.yaml":
@@ -178,7 +184,7 @@ def start_stack(workdir: Path, files: Mapping[str, str], temporal: TemporalInsta
         server.wait_ready(ready, 30, f"extauthz health at {ready_target}")
         moves = {"/etc/envoy/authz-tls": str(client_tls)} if client_tls is not None else {}
         path, addresses = localize(files, workdir, authz=authz, upstream=temporal.address,
-                                   moves=moves)
+                                   moves=moves, http_upstream=temporal.http_address)
         checked = procs.validate_envoy_config(path)
         assert checked.returncode == 0, checked.stdout + checked.stderr
         envoy = procs.start_envoy(path.read_text(), config_path=path,

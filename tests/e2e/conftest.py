@@ -83,9 +83,10 @@ def extauthz(e2e_dir: Path, issuer: IssuerInstance,
 def envoy(
     e2e_dir: Path, temporal: TemporalInstance, extauthz: ExtauthzInstance
 ) -> Iterator[EnvoyInstance]:
-    """Envoy (envoy/envoy.yaml or envoy/envoy-http.yaml) → extauthz → Temporal."""
+    """Envoy (envoy/envoy.yaml or envoy/envoy-http.yaml) → extauthz → Temporal (its gRPC and
+    its HTTP API port)."""
     instance = start_envoy(e2e_dir, authz=extauthz.address, upstream=temporal.address,
-                           transport=extauthz.transport)
+                           transport=extauthz.transport, http_upstream=temporal.http_address)
     try:
         yield instance
     finally:

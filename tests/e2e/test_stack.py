@@ -16,7 +16,8 @@ READY = "Ctrl-C stops everything."
 
 
 def _ports() -> dict[str, int]:
-    names = ("envoy", "temporal", "internal", "authz", "authz-http", "admin", "issuer")
+    names = ("envoy", "temporal", "temporal-http", "internal", "authz", "authz-http", "admin",
+             "issuer")
     return {name: free_port() for name in names}
 
 

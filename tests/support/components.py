@@ -75,10 +75,11 @@ def start_envoy(
     upstream: Address,
     authz_timeout: float | None = None,
     transport: str = "grpc",
+    http_upstream: Address | None = None,
 ) -> EnvoyInstance:
     """Envoy from ``envoy/envoy.yaml`` (``transport="http"``: ``envoy/envoy-http.yaml``) with
     every address moved to a free loopback port; ``authz`` is the server's address for that
-    transport."""
+    transport, ``http_upstream`` the frontend's HTTP API (default: a free port, nothing there)."""
     n = next(_counter)
     listen = (LOOPBACK, free_port())
     internal = (LOOPBACK, free_port())
@@ -91,6 +92,7 @@ def start_envoy(
         upstream=upstream,
         authz_timeout=authz_timeout,
         transport=transport,
+        http_upstream=http_upstream or (LOOPBACK, free_port()),
     )
     config_path = workdir / f"envoy-{n}-{transport}.yaml"
     proc = procs.start_envoy(
@@ -105,6 +107,8 @@ class TemporalInstance:
 
     proc: ManagedProcess
     address: Address
+    # its HTTP API (`--http-port`), directly
+    http_address: Address | None = None
 
     @property
     def target(self) -> str:
@@ -113,12 +117,14 @@ class TemporalInstance:
 
 
 def start_temporal(workdir: Path) -> TemporalInstance:
-    """``temporal server start-dev`` with the e2e namespaces, on a free port."""
+    """``temporal server start-dev`` with the e2e namespaces, gRPC and HTTP API on free ports."""
     address = (LOOPBACK, free_port())
+    http_address = (LOOPBACK, free_port())
     proc = procs.start_temporal_dev_server(
-        address[1], log_path=workdir / "temporal.log", namespaces=NAMESPACES
+        address[1], log_path=workdir / "temporal.log", namespaces=NAMESPACES,
+        http_port=http_address[1],
     )
-    return TemporalInstance(proc, address)
+    return TemporalInstance(proc, address, http_address)
 
 
 @dataclass
