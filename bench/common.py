@@ -265,11 +265,13 @@ def h2load_version() -> str:
 
 @dataclass(frozen=True)
 class LoadRequest:
-    """One HTTP/2 request the load generator replays: path, headers, body."""
+    """One request the load generator replays: path, headers, body; HTTP/2 (h2c), or HTTP/1.1
+    (``h1``: h2load ``--h1``, where ``streams`` > 1 would mean pipelining)."""
 
     path: str
     headers: Mapping[str, str]
     body: bytes
+    h1: bool = False
 
 
 @dataclass
@@ -318,6 +320,8 @@ def run_h2load(
     if not body.exists():
         body.write_bytes(request.body)
     argv = [path, "-c", str(clients), "-t", "1", "-m", str(streams), "-d", str(body)]
+    if request.h1:
+        argv.append("--h1")
     for name, value in request.headers.items():
         argv += ["-H", f"{name}: {value}"]
     if rps_total is not None:

@@ -6,6 +6,13 @@ them), serialize the CheckResponse. The baseline is the bare always-allow handle
 a pre-built OK, serialize). Cases run in alternation, ``repeats`` rounds each; each figure is the
 median of the rounds, with the spread.
 
+With ``http`` (the HTTP transport is in the run), two more cases drive the HTTP adapter
+(``extauthz.server.http_service``) in-process: the check Envoy sent in HTTP mode (recorded, a
+fresh token) as raw HTTP/1.1 bytes into one keep-alive connection (llhttp parse, the pipeline
+with metrics and audit, the response bytes written to an in-memory transport), allowed with a
+cached token; and the same with a bare always-allow checker instead of the pipeline (what the
+adapter alone costs).
+
 Standalone: ``.venv/bin/python -m bench.handler [--seconds 0.3] [--repeats 3]``.
 """
 
@@ -28,16 +35,20 @@ from bench.common import frame, summary
 from extauthz.auth.authenticator import Authenticator
 from extauthz.auth.types import IssuerConfig
 from extauthz.devissuer import DevIssuer
+from extauthz.model import Decision, Principal, Reason
 from extauthz.obs.audit import AuditLog
 from extauthz.obs.metrics import Metrics
 from extauthz.obs.observer import Telemetry
-from extauthz.pipeline import Pipeline
+from extauthz.pipeline import CheckInput, Pipeline
 from extauthz.server.grpc_service import AuthorizationService
+from extauthz.server.http_service import HttpCheckServer, HttpResponses, _Connection
 from extauthz.server.responses import ResponseBuilder, check_input
 
 WS = "/temporal.api.workflowservice.v1.WorkflowService/"
 BASELINE = "baseline always-allow"
 CACHED = "allow, cached token"
+HTTP_CACHED = "HTTP adapter: allow, cached token"
+HTTP_BARE = "HTTP adapter: always-allow checker"
 ALGORITHMS = ("RS256", "ES256", "EdDSA")
 
 Case = Callable[[], Awaitable[bytes]]
@@ -70,11 +81,69 @@ async def _time_calls(fn: Case, *, seconds: float | None, calls: int | None) -> 
     return elapsed / n * 1e6
 
 
+class _MemoryTransport:
+    """What the HTTP adapter writes to, kept in memory (the last write is the answer)."""
+
+    def __init__(self) -> None:
+        self.last = b""
+
+    def write(self, data: bytes) -> None:
+        self.last = data
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        return None
+
+    def pause_reading(self) -> None:
+        return None
+
+    def resume_reading(self) -> None:
+        return None
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        raise RuntimeError("the HTTP adapter closed the bench connection")
+
+
+class _AlwaysAllow:
+    """A checker deciding nothing (the HTTP adapter's own cost)."""
+
+    _ALLOW = Decision.allow(Reason.ALLOWED, "bench", Principal("bench", "http://127.0.0.1"))
+
+    async def check(self, req: CheckInput) -> Decision:
+        return self._ALLOW
+
+
+def http_case(server: HttpCheckServer, raw: bytes) -> Case:
+    """Raw HTTP/1.1 request bytes into one keep-alive connection; the answer's bytes out."""
+    transport = _MemoryTransport()
+    conn = _Connection(server)
+    conn.connection_made(transport)  # type: ignore[arg-type]
+
+    async def case() -> bytes:
+        conn.data_received(raw)
+        return transport.last
+
+    return case
+
+
+def http_request(token: str) -> bytes:
+    """The recorded HTTP-mode check as raw bytes, carrying ``token``."""
+    from bench.record import recorded_http_check
+
+    check = recorded_http_check(token)
+    head = f"{check.method} {check.path} HTTP/1.1\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in check.headers)
+    return head.encode("latin-1") + b"\r\n" + check.body
+
+
 class Cases:
     """The cases, built once: a dev issuer per algorithm, the authenticator, the servicer."""
 
-    def __init__(self, miss_calls: int) -> None:
+    def __init__(self, miss_calls: int, http: bool = False) -> None:
         self.miss_calls = miss_calls
+        self.http = http
         self.issuers = {alg: DevIssuer(alg=alg).start() for alg in ALGORITHMS}
         self.auth = Authenticator([
             IssuerConfig(issuer=i.url, audiences=("temporal",), allow_insecure_http=True)
@@ -112,6 +181,12 @@ class Cases:
             return bytes(self.responses.build(decision).SerializeToString())
 
         self.cases["allow, cached token, no metrics/audit"] = pipeline_only
+        if self.http:
+            raw = http_request(write)
+            self.cases[HTTP_CACHED] = http_case(
+                HttpCheckServer(self.pipeline, HttpResponses(), self.observer), raw)
+            self.cases[HTTP_BARE] = http_case(
+                HttpCheckServer(_AlwaysAllow(), HttpResponses(), self.observer), raw)
         for alg in ALGORITHMS:
             self.cases[f"allow, cache miss {alg}"] = self._miss_case(alg, describe)
         reader = check_request(
@@ -140,6 +215,10 @@ class Cases:
             got = external_auth_pb2.CheckResponse.FromString(await self.cases[name]()).status.code
             if got != expect:
                 raise RuntimeError(f"case {name!r} answered {got}, expected {expect}")
+        if self.http:
+            answer = await self.cases[HTTP_CACHED]()
+            if not answer.startswith(b"HTTP/1.1 200 ") or b"x-temporal-authz-subject" not in answer:
+                raise RuntimeError(f"case {HTTP_CACHED!r} answered {answer[:200]!r}")
 
     def token(self, alg: str, perms: list[str], n: int = 0) -> str:
         """A token of issuer ``alg``."""
@@ -181,9 +260,10 @@ class Cases:
         self._devnull.close()
 
 
-async def run(seconds: float = 0.3, repeats: int = 3, miss_calls: int = 200) -> dict[str, Any]:
+async def run(seconds: float = 0.3, repeats: int = 3, miss_calls: int = 200,
+              http: bool = False) -> dict[str, Any]:
     """Every case, ``repeats`` rounds in alternation; µs per check (median, spread)."""
-    cases = Cases(miss_calls)
+    cases = Cases(miss_calls, http)
     try:
         await cases.start()
         samples: dict[str, list[float]] = {name: [] for name in cases.cases}
@@ -207,6 +287,8 @@ async def run(seconds: float = 0.3, repeats: int = 3, miss_calls: int = 200) -> 
     for row in rows:
         row["x_baseline"] = row["us"]["median"] / base if base else None
     med = {row["case"]: row["us"]["median"] for row in rows}
+    derived_http = {"http_cached_minus_adapter_us": med[HTTP_CACHED] - med[HTTP_BARE]} \
+        if http else {}
     return {
         "seconds_per_round": seconds, "repeats": repeats, "miss_calls_per_round": miss_calls,
         "rows": rows,
@@ -215,6 +297,7 @@ async def run(seconds: float = 0.3, repeats: int = 3, miss_calls: int = 200) -> 
             "miss_rs256_minus_cached_us": med["allow, cache miss RS256"] - med[CACHED],
             "observer_us": med[CACHED] - med["allow, cached token, no metrics/audit"],
             "token_cache_hit_us": verify_hit,
+            **derived_http,
         },
     }
 
@@ -236,7 +319,7 @@ def table(result: dict[str, Any]) -> str:
     lines = [f"{'case':<42}{'µs/check':>10}{'spread':>9}{'× base':>9}"]
     for row in result["rows"]:
         us = row["us"]
-        lines.append(f"{row['case']:<42}{us['median']:>10.1f}{us['spread'] * 100:>8.0f}%"
+        lines.append(f"{row['case'][:42]:<42}{us['median']:>10.1f}{us['spread'] * 100:>8.0f}%"
                      f"{row['x_baseline']:>9.2f}")
     d = result["derived"]
     lines.append(f"cached − baseline {d['cached_minus_baseline_us']:.1f} µs; miss RS256 − cached "
@@ -251,6 +334,7 @@ if __name__ == "__main__":
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--miss-calls", type=int, default=200, help="calls per miss round")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    ap.add_argument("--no-http", action="store_true", help="without the HTTP adapter cases")
     a = ap.parse_args()
-    out = asyncio.run(run(a.seconds, a.repeats, a.miss_calls))
+    out = asyncio.run(run(a.seconds, a.repeats, a.miss_calls, http=not a.no_http))
     print(json.dumps(out, indent=2) if a.json else table(out))

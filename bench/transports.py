@@ -3,17 +3,23 @@
 The server-throughput and end-to-end parts take a ``Transport``: it says how to point extauthz
 at an address, how to start the bare always-allow baseline of that transport, what request the
 load generator replays at the server, how to check that one such request is really allowed, and
-how to point Envoy's ext_authz filter at a server of that transport. ``grpc`` is implemented;
-another transport registers itself in ``TRANSPORTS`` and becomes ``--transport NAME``.
+how to point Envoy's ext_authz filter at a server of that transport. Each registers itself in
+``TRANSPORTS`` and becomes a name for ``--transport`` (the default runs them all, in one run):
+
+- ``grpc``: Envoy's gRPC ext_authz mode (``envoy/envoy.yaml``), h2load over h2c replaying the
+  recorded CheckRequest;
+- ``http``: Envoy's HTTP ext_authz mode (``envoy/envoy-http.yaml``), h2load ``--h1`` replaying
+  the recorded HTTP check (method, path, headers and body as Envoy sent them).
 """
 
 from __future__ import annotations
 
+import http.client
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from bench.common import LoadRequest, frame, grpc_health_serving, python_module
-from bench.record import recorded_check
+from bench.record import recorded_check, recorded_http_check
 from extauthz import envoyconfig
 
 Address = tuple[str, int]
@@ -95,7 +101,62 @@ class GrpcTransport:
                                 upstream=upstream, authz=authz, drop_internal=True)
 
 
-TRANSPORTS: dict[str, Callable[[], Transport]] = {"grpc": GrpcTransport}
+# h2load sets these itself (from the URL and the body file)
+_H2LOAD_OWN = frozenset({"host", "content-length"})
+
+
+class HttpTransport:
+    """Envoy's HTTP ext_authz mode: ``POST /check<original :path>``, the raw gRPC body."""
+
+    name = "http"
+
+    def extauthz_env(self, address: Address) -> dict[str, str]:
+        """``EXTAUTHZ_TRANSPORT=http``, ``EXTAUTHZ_HTTP_LISTEN``."""
+        return {"EXTAUTHZ_TRANSPORT": "http",
+                "EXTAUTHZ_HTTP_LISTEN": f"{address[0]}:{address[1]}"}
+
+    def baseline_argv(self, address: Address) -> list[str]:
+        """``python -m bench.baseline --transport http``."""
+        return python_module("bench.baseline", "--transport", "http",
+                             "--listen", f"{address[0]}:{address[1]}")
+
+    def ready(self, address: Address) -> bool:
+        """``GET /healthz`` 200 (SERVING)."""
+        conn = http.client.HTTPConnection(address[0], address[1], timeout=1.0)
+        try:
+            conn.request("GET", "/healthz")
+            return conn.getresponse().status == 200
+        finally:
+            conn.close()
+
+    def load_request(self, token: str) -> LoadRequest:
+        """The recorded HTTP check, as h2load ``--h1`` posts it (host and content-length are
+        h2load's own)."""
+        check = recorded_http_check(token)
+        if check.method != "POST":
+            raise ValueError(f"recorded check has method {check.method}; h2load -d posts")
+        headers = {k.lower(): v for k, v in check.headers if k.lower() not in _H2LOAD_OWN}
+        return LoadRequest(check.path, headers, check.body, h1=True)
+
+    def allowed(self, address: Address, request: LoadRequest) -> bool:
+        """One real check over HTTP/1.1: status 200."""
+        conn = http.client.HTTPConnection(address[0], address[1], timeout=30)
+        try:
+            conn.request("POST", request.path, body=request.body, headers=dict(request.headers))
+            reply = conn.getresponse()
+            reply.read()
+            return reply.status == 200
+        finally:
+            conn.close()
+
+    def envoy(self, *, listen: Address, admin: Address, upstream: Address,
+              authz: Address) -> dict[str, Any]:
+        """``envoy/envoy-http.yaml`` (HTTP mode) with the addresses moved."""
+        return envoyconfig.edit(envoyconfig.load(transport="http"), listen=listen, admin=admin,
+                                upstream=upstream, authz=authz, drop_internal=True)
+
+
+TRANSPORTS: dict[str, Callable[[], Transport]] = {"grpc": GrpcTransport, "http": HttpTransport}
 
 
 def get(name: str) -> Transport:

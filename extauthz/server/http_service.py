@@ -71,6 +71,12 @@ _STATUS_TEXT = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Fo
                 404: b"Not Found", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
                 503: b"Service Unavailable"}
 _CLOSE = b"connection: close\r\n"
+# the names Envoy's HTTP ext_authz client sends (envoy/envoy-http.yaml), already lower-case
+_HEADER_NAMES = {name.encode("ascii"): name for name in (
+    "host", "content-length", "authorization", "x-envoy-auth-partial-body", "x-request-id",
+    "x-extauthz-content-type", "x-envoy-internal", "x-envoy-expected-rq-timeout-ms",
+    "x-forwarded-proto", "x-forwarded-for", "grpc-encoding", "authorization-extras",
+    "client-name", "client-version")}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _INF = float("inf")
 
@@ -396,16 +402,24 @@ class _Connection(asyncio.Protocol):
         self._url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self.limits.max_header_bytes:
+        # per header of every check: locals, and the lower-cased name of the names Envoy sends
+        # looked up instead of decoded and lower-cased each time
+        size = self._head_bytes + len(name) + len(value) + 4
+        self._head_bytes = size
+        limits = self.limits
+        if size > limits.max_header_bytes:
             raise _ParseAbort(431, "request headers too large\n")
         headers = self._headers
-        if len(headers) >= self.limits.max_headers:
+        if len(headers) >= limits.max_headers:
             raise _ParseAbort(431, "too many request headers\n")
-        key = name.decode("latin-1").lower()
+        key = _HEADER_NAMES.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
-        old = headers.get(key)
-        headers[key] = text if old is None else f"{old},{text}"
+        if key in headers:
+            headers[key] = f"{headers[key]},{text}"
+        else:
+            headers[key] = text
 
     def on_headers_complete(self) -> None:
         self._raw_head = -1  # body from here on
