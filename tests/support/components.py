@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from extauthz import envoyconfig, procs
 from extauthz.procs import LOOPBACK, ManagedProcess, free_port
 
 Address = tuple[str, int]
+T = TypeVar("T")
 
 _counter = itertools.count()
 
@@ -68,7 +69,32 @@ class EnvoyInstance:
         self.proc.stop()
 
 
+_BIND_RACE = ("address already in use", "cannot listen", "cannot bind")
+_BIND_ATTEMPTS = 3
+
+
+def _retrying_bind_races(start: Callable[[], T]) -> T:
+    """``free_port`` picks a port that another process may take before we bind it: start
+    again on fresh ports when (and only when) the failure is that race."""
+    for attempt in range(_BIND_ATTEMPTS):
+        try:
+            return start()
+        except procs.StartupError as exc:
+            text = str(exc).lower()
+            if attempt == _BIND_ATTEMPTS - 1 or not any(r in text for r in _BIND_RACE):
+                raise
+    raise AssertionError("unreachable")
+
+
 def start_envoy(
+    workdir: Path,
+    **kwargs: Any,
+) -> EnvoyInstance:
+    """Envoy on fresh free ports (see ``_start_envoy``), retried if a port was taken."""
+    return _retrying_bind_races(lambda: _start_envoy(workdir, **kwargs))
+
+
+def _start_envoy(
     workdir: Path,
     *,
     authz: Address,
@@ -166,7 +192,13 @@ class ExtauthzInstance:
         return target(self.health_address or self.address)
 
 
-def start_extauthz(
+def start_extauthz(workdir: Path, issuer_url: str, **kwargs: Any) -> ExtauthzInstance:
+    """The authz server on fresh free ports (see ``_start_extauthz``), retried if a port was
+    taken."""
+    return _retrying_bind_races(lambda: _start_extauthz(workdir, issuer_url, **kwargs))
+
+
+def _start_extauthz(
     workdir: Path,
     issuer_url: str,
     *,
