@@ -31,6 +31,7 @@ from extauthz.model import (
     STATUS_UNAUTHENTICATED,
     STATUS_UNAVAILABLE,
     Decision,
+    Method,
     Principal,
     Reason,
     Scope,
@@ -126,23 +127,29 @@ class Pipeline:
         refused = precheck(req)
         if refused is not None:
             return refused
-        # who before what: the body scan costs CPU in proportion to the body, so only an
-        # authenticated caller gets one (an anonymous flood costs a header parse per request)
+        return await self._judge(entry.method, req, lambda: self.target(entry, req))
+
+    async def _judge(
+        self, method: Method, req: CheckInput, target_of: Callable[[], Target | Decision]
+    ) -> Decision:
+        """The steps every call shares once its method is known and its shape passed.
+
+        Who before what: the body scan costs CPU in proportion to the body, so only an
+        authenticated caller gets one (an anonymous flood costs a header parse per request).
+        """
         token = bearer_token(req.headers.get("authorization"))
         if isinstance(token, Decision):
-            return token
+            return replace(token, target=Target(method))
         try:
             verified = await self._verifier.verify(token)
         except AuthError as exc:
             return Decision.deny(exc.reason, exc.message, status=exc.status,
-                                 target=Target(entry.method))
+                                 target=Target(method))
         principal = self.principal(verified)
-        target = self.target(entry, req)
+        target = target_of()
         if isinstance(target, Decision):
             return target
-        if target.method.scope is Scope.NAMESPACE and not (
-            target.namespace or target.by_namespace_id
-        ):
+        if method.scope is Scope.NAMESPACE and not (target.namespace or target.by_namespace_id):
             return missing_namespace(target, principal)
         return self._authorize(principal, target)
 
@@ -155,13 +162,7 @@ class Pipeline:
             found = wire.scan(message, entry.plan) if entry.plan else wire.Extracted()
         except wire.BodyError as exc:
             return Decision.deny(exc.reason, exc.message, target=Target(entry.method))
-        return Target(
-            entry.method,
-            namespace=found.namespace,
-            other_namespaces=tuple(found.other_namespaces),
-            task_queues=tuple(found.task_queues),
-            by_namespace_id=bool(found.namespace_id),
-        )
+        return found.target(entry.method)
 
     async def _check_http_api(self, req: CheckInput, router: httpapi.Router) -> Decision:
         """A call of Temporal's HTTP API: the same steps as a gRPC call, for its gRPC method."""
@@ -180,21 +181,7 @@ class Pipeline:
         refused = precheck_http(req, self._max_message_bytes)
         if refused is not None:
             return replace(refused, target=Target(method))
-        token = bearer_token(req.headers.get("authorization"))
-        if isinstance(token, Decision):
-            return replace(token, target=Target(method))
-        try:
-            verified = await self._verifier.verify(token)
-        except AuthError as exc:
-            return Decision.deny(exc.reason, exc.message, status=exc.status,
-                                 target=Target(method))
-        principal = self.principal(verified)
-        target = self.target_http(route, req)
-        if isinstance(target, Decision):
-            return target
-        if method.scope is Scope.NAMESPACE and not (target.namespace or target.by_namespace_id):
-            return missing_namespace(target, principal)
-        return self._authorize(principal, target)
+        return await self._judge(method, req, lambda: self.target_http(route, req))
 
     def target_http(self, route: httpapi.Route, req: CheckInput) -> Target | Decision:
         """What an HTTP API call acts on: the path, query and JSON body made into the protobuf
@@ -205,13 +192,7 @@ class Pipeline:
             found = wire.scan(memoryview(message), entry.plan) if entry.plan else wire.Extracted()
         except (httpapi.RequestError, wire.BodyError) as exc:
             return Decision.deny(exc.reason, exc.message, target=Target(entry.method))
-        return Target(
-            entry.method,
-            namespace=found.namespace,
-            other_namespaces=tuple(found.other_namespaces),
-            task_queues=tuple(found.task_queues),
-            by_namespace_id=bool(found.namespace_id),
-        )
+        return found.target(entry.method)
 
     def principal(self, verified: VerifiedToken) -> Principal:
         """Map verified claims with the issuer's claim mapping (memoised per token object)."""

@@ -19,7 +19,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from extauthz.methods import Extract, FieldPlan, MessagePlan
-from extauthz.model import Reason
+from extauthz.model import Method, Reason, Target
 
 FRAME_HEADER = 5
 WT_VARINT, WT_I64, WT_LEN, WT_SGROUP, WT_EGROUP, WT_I32 = 0, 1, 2, 3, 4, 5
@@ -48,6 +48,16 @@ class Extracted:
     task_queues: list[str] = field(default_factory=list)
     # fields and messages the scan may still visit: bounds the CPU one request can cost
     budget: int = DEFAULT_SCAN_BUDGET
+
+    def target(self, method: Method) -> Target:
+        """What was found, as the decision's ``Target`` for ``method``."""
+        return Target(
+            method,
+            namespace=self.namespace,
+            other_namespaces=tuple(self.other_namespaces),
+            task_queues=tuple(self.task_queues),
+            by_namespace_id=bool(self.namespace_id),
+        )
 
     def spend(self, units: int) -> None:
         """Charge the scan budget; a request over it is refused, never half-read."""
