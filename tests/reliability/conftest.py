@@ -2,6 +2,12 @@
 (its audit log is what the authorizer decided on), the dev issuer, a recording upstream that
 decodes what reached it, and a real Temporal dev server for the cases that matter.
 
+Tests that use the ``transport`` fixture (the split-view suite, and the fault cases where the
+transport matters) run twice, as in ``tests/e2e/conftest.py``: with Envoy's gRPC ext_authz
+protocol (``envoy/envoy.yaml``) and with its HTTP protocol (``envoy/envoy-http.yaml``), the
+authz server serving that transport. The parameter is session-scoped, so pytest runs all
+gRPC-mode tests, then all HTTP-mode ones, starting each module's stack once per transport.
+
 Figures (case counts, soak numbers, fuzz executions) are written as JSON to
 ``EXTAUTHZ_REPORT_DIR`` (default: this session's temp dir) and printed at the end of the run.
 """
@@ -28,6 +34,15 @@ from support.components import (  # noqa: E402
 )
 
 _REPORTS: list[Path] = []
+
+TRANSPORTS = ("grpc", "http")
+
+
+@pytest.fixture(scope="session", params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest) -> str:
+    """Envoy's ext_authz protocol for this run of the test: grpc or http."""
+    value: str = request.param
+    return value
 
 
 @pytest.fixture(scope="session")

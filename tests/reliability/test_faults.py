@@ -1,6 +1,14 @@
 """Fault injection with real processes: Envoy (envoy/envoy.yaml) → the real authz server →
 a recording upstream, under a steady load of authorized, forbidden and anonymous calls.
 
+The faults on the Envoy ↔ authz path, where the transport matters (authz killed, stalled,
+connections reset), run once per ext_authz transport (the ``transport`` fixture): in HTTP mode
+Envoy uses envoy/envoy-http.yaml and the server serves Envoy's HTTP protocol (its gRPC health
+on a separate plaintext ``health_listen``). The expectations are the same in both modes: in
+HTTP mode Envoy answers an authorizer that is down, too slow or reset with its own 503, which
+the gRPC client reads as UNAVAILABLE, exactly what gRPC mode gives. The other faults (policy
+file, SIGTERM drain, worker restart) are inside the server and run in gRPC mode only.
+
 Every fault must fail closed: calls fail ``UNAVAILABLE`` (retryable) while the authorizer
 cannot answer, no forbidden or anonymous call is ever OK, every call that reached the upstream
 is one the authorizer allowed for the caller (``upstream calls == OK answers``, each decoded to
@@ -69,23 +77,40 @@ class Rig:
 
     workdir: Path
     issuer: IssuerInstance
+    # the server's gRPC listen (Check and health in gRPC mode; health only in HTTP mode)
     address: tuple[str, int]
     upstream: RecordingUpstream
     extra_env: dict[str, str]
+    transport: str = "grpc"
+    # HTTP mode: where Envoy sends checks (http_listen); fixed, so a restart keeps it
+    http_address: tuple[str, int] | None = None
     config: Path | None = None
     envoy: EnvoyInstance | None = None
     authz: ManagedProcess | None = None
     starts: int = 0
     tokens: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def check_address(self) -> tuple[str, int]:
+        """Where Envoy sends checks for this transport."""
+        return self.http_address if self.http_address is not None else self.address
+
     def start_authz(self) -> ManagedProcess:
         self.starts += 1
+        extra = {"EXTAUTHZ_WORKERS": "1", **self.extra_env}
+        health_url = None
+        if self.http_address is not None:
+            # as support.components.start_extauthz(transport="http"), on fixed addresses
+            host, port = self.http_address
+            extra.update({"EXTAUTHZ_TRANSPORT": "http", "EXTAUTHZ_HTTP_LISTEN": f"{host}:{port}",
+                          "EXTAUTHZ_HEALTH_LISTEN": f"{self.address[0]}:{self.address[1]}"})
+            health_url = f"http://{host}:{port}/healthz"
         env = procs.extauthz_env(listen=self.address, issuer_url=self.issuer.url,
-                                 audience=AUDIENCE, extra={"EXTAUTHZ_WORKERS": "1",
-                                                           **self.extra_env})
+                                 audience=AUDIENCE, extra=extra)
         self.authz = procs.start_extauthz(
-            env, listen=self.address, config_file=self.config,
-            log_path=self.workdir / f"extauthz-fault-{self.address[1]}-{self.starts}.log")
+            env, listen=self.address, config_file=self.config, health_url=health_url,
+            log_path=self.workdir / f"extauthz-fault-{self.transport}-{self.address[1]}-"
+                                    f"{self.starts}.log")
         return self.authz
 
     def call(self, kind: str) -> str:
@@ -149,12 +174,16 @@ def check_fail_closed(rig: Rig, outcomes: list[Outcome]) -> dict[str, Any]:
 @pytest.fixture
 def rig(rel_dir: Path, rel_issuer: IssuerInstance, request: pytest.FixtureRequest
         ) -> Iterator[Rig]:
-    """A private stack per test (the tests break it)."""
+    """A private stack per test (the tests break it), in the test's ``transport`` if it asks
+    for one (gRPC otherwise)."""
     marker = request.node.get_closest_marker("rig")
     options: dict[str, Any] = dict(marker.kwargs) if marker else {}
+    transport = (str(request.getfixturevalue("transport"))
+                 if "transport" in request.fixturenames else "grpc")
     upstream = RecordingUpstream().start()
     rig = Rig(rel_dir, rel_issuer, (LOOPBACK, free_port()), upstream,
-              dict(options.get("env", {})))
+              dict(options.get("env", {})), transport=transport,
+              http_address=(LOOPBACK, free_port()) if transport == "http" else None)
     if "config" in options:
         rig.config = rel_dir / f"fault-config-{rig.address[1]}.yaml"
         rig.config.write_text(options["config"].format(dir=rel_dir, port=rig.address[1]))
@@ -164,13 +193,14 @@ def rig(rel_dir: Path, rel_issuer: IssuerInstance, request: pytest.FixtureReques
     proxy = None
     try:
         rig.start_authz()
-        authz_address = rig.address
+        authz_address = rig.check_address
         if options.get("proxy"):
-            proxy = ChaosProxy(rig.address).start()
+            proxy = ChaosProxy(rig.check_address).start()
             authz_address = proxy.address
             rig.proxy = proxy  # type: ignore[attr-defined]
         rig.envoy = start_envoy(rel_dir, authz=authz_address, upstream=upstream.address,
-                                authz_timeout=options.get("authz_timeout"))
+                                authz_timeout=options.get("authz_timeout"),
+                                transport=transport)
         rig.open()
         assert rig.call("authorized") == "OK"
         upstream.clear()
@@ -193,7 +223,12 @@ def rig(rel_dir: Path, rel_issuer: IssuerInstance, request: pytest.FixtureReques
 # ---- faults -------------------------------------------------------------------------------
 
 
-def test_authz_killed_during_load_fails_closed_and_recovers(rig: Rig) -> None:
+def _figure(name: str, rig: Rig) -> str:
+    """The figures' key: ``name`` for gRPC mode (as before), ``name[http]`` for HTTP mode."""
+    return name if rig.transport == "grpc" else f"{name}[{rig.transport}]"
+
+
+def test_authz_killed_during_load_fails_closed_and_recovers(rig: Rig, transport: str) -> None:
     """SIGKILL the authz server mid-load: every call fails UNAVAILABLE until it is back, none
     is allowed; after a restart on the same address the service resumes with no action on
     Envoy."""
@@ -216,11 +251,11 @@ def test_authz_killed_during_load_fails_closed_and_recovers(rig: Rig) -> None:
     assert tally(outcomes, restarted + recovery + 0.5)[("authorized", "OK")] > 0
     figures.update(outage_calls=sum(outage.values()), restart_seconds=round(
         restarted - restarting, 2), recovery_seconds=round(recovery, 2))
-    FIGURES["authz_killed"] = figures
+    FIGURES[_figure("authz_killed", rig)] = figures
 
 
 @pytest.mark.rig(authz_timeout=0.5)
-def test_authz_stalled_past_envoy_timeout_is_unavailable(rig: Rig) -> None:
+def test_authz_stalled_past_envoy_timeout_is_unavailable(rig: Rig, transport: str) -> None:
     """SIGSTOP the authz server: calls fail UNAVAILABLE after Envoy's ext_authz timeout, and
     the answers it gives after SIGCONT (to checks Envoy gave up on) let nothing through."""
     load = rig.load()
@@ -245,11 +280,11 @@ def test_authz_stalled_past_envoy_timeout_is_unavailable(rig: Rig) -> None:
     assert len(rig.upstream.seen) <= figures["ok"] + probes
     figures.update(stalled_calls=sum(stalled.values()), slowest_stalled_call=round(slowest, 3),
                    recovery_seconds=round(recovery, 2))
-    FIGURES["authz_stalled"] = figures
+    FIGURES[_figure("authz_stalled", rig)] = figures
 
 
 @pytest.mark.rig(proxy=True)
-def test_envoy_authz_connections_reset_during_load(rig: Rig) -> None:
+def test_envoy_authz_connections_reset_during_load(rig: Rig, transport: str) -> None:
     """RST every Envoy ↔ authz connection ten times during load: affected calls fail
     UNAVAILABLE, nothing is allowed wrongly, Envoy reconnects by itself."""
     proxy: ChaosProxy = rig.proxy  # type: ignore[attr-defined]
@@ -268,7 +303,7 @@ def test_envoy_authz_connections_reset_during_load(rig: Rig) -> None:
     assert tally(outcomes, last_reset + recovery + 0.2)[("authorized", "OK")] > 0
     figures.update(resets=resets, recovery_seconds=round(recovery, 2),
                    connections=proxy.accepted)
-    FIGURES["connections_reset"] = figures
+    FIGURES[_figure("connections_reset", rig)] = figures
 
 
 def _policy_health(address: tuple[str, int]) -> str:
