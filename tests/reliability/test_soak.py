@@ -192,7 +192,7 @@ async def test_soak(soak_stack: tuple[ExtauthzInstance, EnvoyInstance],
     envoy_after = envoy.stats()
 
     def delta(name: str) -> int:
-        return envoy_after.get(name, 0) - envoy_before.get(name, 0)
+        return int(envoy_after.get(name, 0)) - int(envoy_before.get(name, 0))
 
     via, dir_ = latency["via_envoy"], latency["direct"]
     figures = {
