@@ -4,11 +4,10 @@ free loopback ports (shared by this directory's end-to-end tests), and where the
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.components import IssuerInstance, TemporalInstance, start_issuer, start_temporal
+from support.components import IssuerInstance, TemporalInstance
 
 # helmchart.py and pki.py sit beside the tests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -21,20 +20,12 @@ def deploy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def deploy_temporal(deploy_dir: Path) -> Iterator[TemporalInstance]:
-    """Temporal dev server with namespaces default, payroll, other."""
-    instance = start_temporal(deploy_dir)
-    try:
-        yield instance
-    finally:
-        instance.proc.stop()
+def deploy_temporal(temporal: TemporalInstance) -> TemporalInstance:
+    """Temporal dev server with namespaces default, payroll, other (the session's)."""
+    return temporal
 
 
 @pytest.fixture(scope="session")
-def deploy_issuer(deploy_dir: Path) -> Iterator[IssuerInstance]:
-    """The development OIDC issuer."""
-    instance = start_issuer(deploy_dir)
-    try:
-        yield instance
-    finally:
-        instance.proc.stop()
+def deploy_issuer(issuer: IssuerInstance) -> IssuerInstance:
+    """The development OIDC issuer (the session's)."""
+    return issuer

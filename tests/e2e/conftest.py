@@ -24,8 +24,6 @@ from support.components import (
     TemporalInstance,
     start_envoy,
     start_extauthz,
-    start_issuer,
-    start_temporal,
 )
 from support.fakes import RecordingAuthz, RecordingHttpAuthz, RecordingUpstream
 
@@ -46,26 +44,6 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 
 # ---- real stack ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def temporal(e2e_dir: Path) -> Iterator[TemporalInstance]:
-    """Temporal dev server with namespaces default, payroll, other."""
-    instance = start_temporal(e2e_dir)
-    try:
-        yield instance
-    finally:
-        instance.proc.stop()
-
-
-@pytest.fixture(scope="session")
-def issuer(e2e_dir: Path) -> Iterator[IssuerInstance]:
-    """The development OIDC issuer."""
-    instance = start_issuer(e2e_dir)
-    try:
-        yield instance
-    finally:
-        instance.proc.stop()
 
 
 @pytest.fixture(scope="session")

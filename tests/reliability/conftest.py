@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,8 +28,6 @@ if str(REPO) not in sys.path:  # the `fuzz` package (the decoding oracle) is at 
 from support.components import (  # noqa: E402
     IssuerInstance,
     TemporalInstance,
-    start_issuer,
-    start_temporal,
 )
 
 _REPORTS: list[Path] = []
@@ -61,23 +58,15 @@ def report_dir(rel_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def rel_issuer(rel_dir: Path) -> Iterator[IssuerInstance]:
-    """The development OIDC issuer."""
-    instance = start_issuer(rel_dir)
-    try:
-        yield instance
-    finally:
-        instance.proc.stop()
+def rel_issuer(issuer: IssuerInstance) -> IssuerInstance:
+    """The development OIDC issuer (the session's shared one)."""
+    return issuer
 
 
 @pytest.fixture(scope="session")
-def rel_temporal(rel_dir: Path) -> Iterator[TemporalInstance]:
-    """A Temporal dev server with namespaces default, payroll, other."""
-    instance = start_temporal(rel_dir)
-    try:
-        yield instance
-    finally:
-        instance.proc.stop()
+def rel_temporal(temporal: TemporalInstance) -> TemporalInstance:
+    """A Temporal dev server with namespaces default, payroll, other (the session's)."""
+    return temporal
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
