@@ -491,6 +491,17 @@ def test_notes_print_the_client_address() -> None:
     assert "no token issuer is configured" not in text
 
 
+def test_notes_tell_http_api_users_the_same_envoy_address_or_that_it_is_off() -> None:
+    """With httpApi enabled NOTES.txt shows a curl against Envoy's address (never the
+    frontend's HTTP port); with it disabled, NOTES says /api/v1 paths are refused."""
+    text = notes(VALUE_SETS["standalone"])
+    assert f"http://{ENVOY}.{NAMESPACE}.svc.cluster.local:7233/api/v1/namespaces/" in text
+    assert "frontend's HTTP port 7243" in text
+    off = notes({**VALUE_SETS["standalone"], "httpApi": {"enabled": False}})
+    assert "/api/v1/namespaces/" not in off
+    assert "HTTP API is not served" in off
+
+
 def test_helm_test_hook_checks_health_through_envoy() -> None:
     """The `helm test` pod targets Envoy's Service and runs the bundled check script."""
     pod = one(manifests(VALUE_SETS["standalone"]), "Pod")
