@@ -17,6 +17,7 @@ from extauthz.auth.types import ClaimMapping
 from extauthz.model import Principal, Role
 
 SYSTEM_NAMESPACE = "temporal-system"
+_DEFAULT_MAPPING = ClaimMapping()
 ROLE_NAMES: Mapping[str, Role] = {
     "read": Role.READER,
     "write": Role.WRITER,
@@ -43,10 +44,13 @@ class ClaimMapper:
                 system |= role
             else:
                 namespaces[namespace] = namespaces.get(namespace, Role.NONE) | role
+        found = self._mapping.subject_from(claims)
+        # a subject read from a fallback claim (a client id: no human subject) is a service
+        from_fallback = found is not None and found[1] != self._mapping.subject_claim
         return Principal(
-            subject=subject_of(claims, self._mapping.subject_claim),
+            subject=found[0] if found is not None else "",
             issuer=issuer,
-            kind=principal_kind(claims),
+            kind="service" if from_fallback else principal_kind(claims),
             system=system,
             namespaces=namespaces,
             claims=claims,
@@ -80,13 +84,15 @@ class ClaimMapper:
         return ns, rl
 
 
-def subject_of(claims: Mapping[str, Any], subject_claim: str = "sub") -> str:
-    """The subject for logs and identity headers; falls back to client id claims."""
-    for name in (subject_claim, "sub", "client_id", "azp"):
-        value = claims.get(name)
-        if isinstance(value, str) and value:
-            return value
-    return ""
+def subject_of(claims: Mapping[str, Any], mapping: ClaimMapping = _DEFAULT_MAPPING) -> str:
+    """The subject for logs and identity headers, exactly as verification reads it.
+
+    ``mapping.subject_claim``; for a token with neither it nor ``sub``, the first
+    ``mapping.subject_fallback`` claim (``client_id``, ``azp``): a service principal's subject
+    is its client id. ``""`` when the token has no subject (verification refuses such tokens).
+    """
+    found = mapping.subject_from(claims)
+    return found[0] if found is not None else ""
 
 
 def principal_kind(claims: Mapping[str, Any]) -> str:

@@ -25,6 +25,7 @@ from typing import Protocol
 import structlog
 
 from extauthz import httpapi, methods, wire
+from extauthz.auth.loglimit import LogLimiter
 from extauthz.auth.types import AuthError, ClaimMapping, VerifiedToken
 from extauthz.claims import ClaimMapper
 from extauthz.model import (
@@ -94,6 +95,9 @@ class Pipeline:
         # principal per verified token object: the authenticator's cache hands back the same
         # object for the same token, so a hit skips claim mapping (held strongly: ids stay valid)
         self._principals: dict[int, tuple[VerifiedToken, Principal]] = {}
+        # one `auth.extras_ignored` line per reason per 10 s: a client sending a bad header on
+        # every call must not flood the log (the dropped lines are counted in the next one)
+        self._extras_log = LogLimiter()
 
     async def check(self, req: CheckInput) -> Decision:
         """Decide one request. Never raises: any failure is a denial."""
@@ -110,7 +114,8 @@ class Pipeline:
         if decision.principal is not None and verify_extras is not None:
             extras = req.headers.get(EXTRAS_HEADER)
             if extras:
-                return await with_display(decision, decision.principal, extras, verify_extras)
+                return await with_display(decision, decision.principal, extras, verify_extras,
+                                          limiter=self._extras_log)
         return decision
 
     async def _check(self, req: CheckInput) -> Decision:
@@ -214,33 +219,40 @@ class Pipeline:
 
 
 async def with_display(decision: Decision, principal: Principal, header: str,
-                       verify: ExtrasVerifier) -> Decision:
+                       verify: ExtrasVerifier, *, limiter: LogLimiter | None = None) -> Decision:
     """The decision labelled with the display identity of the Web UI's ID token.
 
     Made after the decision and never changing it: a missing, invalid or foreign ID token
     only leaves the label off (logged with its reason code, never the token). ``verify`` is
     ``Authenticator.verify_extras``, which uses only the keys already loaded (no refetch), so
     the label never waits on the network. No ``asyncio.timeout`` here: the HTTP adapter runs
-    checks outside a task until they suspend.
+    checks outside a task until they suspend. With ``limiter``, the ``auth.extras_ignored``
+    line is rate-limited per reason (``suppressed``: lines dropped since the last one).
     """
     token = extras_token(header)
     if token is None:
-        log.info("auth.extras_ignored", reason=str(Reason.MALFORMED_AUTHORIZATION),
-                 subject=principal.subject)
+        _extras_ignored(limiter, str(Reason.MALFORMED_AUTHORIZATION), subject=principal.subject)
         return decision
     sub = principal.claims.get("sub")
     try:
         display = await verify(token, issuer=principal.issuer,
                                subject=sub if isinstance(sub, str) else "")
     except AuthError as exc:
-        log.info("auth.extras_ignored", reason=str(exc.reason), error=exc.message,
-                 subject=principal.subject)
+        _extras_ignored(limiter, str(exc.reason), error=exc.message, subject=principal.subject)
         return decision
     except Exception as exc:  # a label must never turn into a denial
-        log.warning("auth.extras_ignored", reason="error", error=type(exc).__name__,
-                    subject=principal.subject)
+        _extras_ignored(limiter, "error", error=type(exc).__name__, subject=principal.subject)
         return decision
     return replace(decision, display=display) if display else decision
+
+
+def _extras_ignored(limiter: LogLimiter | None, reason: str, **fields: str) -> None:
+    """Log ``auth.extras_ignored`` (warning for an unexpected error), unless rate-limited."""
+    suppressed = 0 if limiter is None else limiter.admit(reason)
+    if suppressed is None:
+        return
+    emit = log.warning if reason == "error" else log.info
+    emit("auth.extras_ignored", reason=reason, suppressed=suppressed, **fields)
 
 
 def precheck(req: CheckInput) -> Decision | None:

@@ -5,7 +5,12 @@ A token is verified once, then served from a bounded cache until its ``exp`` (or
 and that the issuer has not since removed or replaced a key (the key store's ``generation``).
 Refused tokens are remembered for ``negative_cache_seconds`` so a flood of one bad token costs
 one verification; refusals that a key refetch can change (KEYS_UNAVAILABLE, UNKNOWN_KEY) and
-internal errors are never remembered.
+internal errors are never remembered, and a remembered refusal is forgotten as soon as any
+issuer's key set changes (a BAD_SIGNATURE may verify with a key replaced under its ``kid``).
+
+A signature that a known ``kid``'s key does not verify triggers the key store's rate-limited
+refetch (shared with unknown kids); the token is verified once more only if the keys under its
+``kid`` changed, otherwise it stays BAD_SIGNATURE.
 """
 
 from __future__ import annotations
@@ -49,6 +54,12 @@ class _Cached:
     verified: VerifiedToken
     store: KeyStore
     generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    error: AuthError
+    key_epoch: int  # ``Authenticator._key_epoch()`` before the verification
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +126,8 @@ class Authenticator:
         self._max_cache_seconds = max_cache_seconds
         self._negative_seconds = negative_cache_seconds
         self._positive: BoundedTTLCache[_Cached] = BoundedTTLCache(cache_max_entries)
-        self._negative: BoundedTTLCache[AuthError] = BoundedTTLCache(negative_cache_max_entries)
+        self._negative: BoundedTTLCache[_Refused] = BoundedTTLCache(negative_cache_max_entries)
+        self._store_list = tuple(self.stores.values())
         self._extras: BoundedTTLCache[_Extras] = BoundedTTLCache(cache_max_entries)
         self.stats = AuthStats()
         self._tasks: list[asyncio.Task[None]] = []
@@ -178,15 +190,17 @@ class Authenticator:
             self.stats.hits += 1
             return cached.verified
         refused = self._negative.get(key, now)
-        if refused is not None:
+        epoch = self._key_epoch()
+        if refused is not None and refused.key_epoch == epoch:
             self.stats.negative_hits += 1
-            raise AuthError(refused.reason, refused.message, refused.status)
+            error = refused.error
+            raise AuthError(error.reason, error.message, error.status)
         self.stats.misses += 1
         try:
             verified, store, generation = await self._verify_uncached(token, now)
         except AuthError as exc:
             if exc.reason not in NOT_NEGATIVELY_CACHED:
-                self._negative.put(key, exc, now + self._negative_seconds, now)
+                self._negative.put(key, _Refused(exc, epoch), now + self._negative_seconds, now)
             raise
         deadline = min(verified.expires_at, now + self._max_cache_seconds)
         self._positive.put(key, _Cached(verified, store, generation), deadline, now)
@@ -264,7 +278,24 @@ class Authenticator:
             raise store.unavailable()
         if not candidates:
             raise AuthError(Reason.UNKNOWN_KEY, unknown_key_message(parsed, issuer))
-        check_signature(parsed, candidates)
+        try:
+            check_signature(parsed, candidates)
+        except AuthError as exc:
+            # a key replaced under the same kid: one rate-limited refetch, one more try
+            if not refetch or exc.reason != Reason.BAD_SIGNATURE:
+                raise
+            if not await store.refetch_changed(parsed.kid, candidates):
+                raise
+            log.info("auth.keys_changed_under_kid", issuer=issuer.issuer,
+                     kid=(parsed.kid or "")[:64])
+            retry = store.keyset.candidates(parsed.kid)
+            if not retry:
+                raise AuthError(Reason.UNKNOWN_KEY, unknown_key_message(parsed, issuer)) from None
+            check_signature(parsed, retry)
+
+    def _key_epoch(self) -> int:
+        """Changes whenever any issuer's key set changes (negative cache entries then expire)."""
+        return sum(store.version for store in self._store_list)
 
     # -- observability -----------------------------------------------------------------------
 

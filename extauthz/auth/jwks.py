@@ -12,6 +12,10 @@ Lifecycle:
 - After ``max_stale_seconds`` without a good fetch the keys are unusable (KEYS_UNAVAILABLE, 503).
 - ``keys_for(kid)`` on an unknown ``kid`` triggers at most one refetch per
   ``unknown_kid_refetch_seconds``; concurrent callers await the same fetch.
+- ``refetch_changed(kid, tried)`` after a signature that a known ``kid``'s key does not verify (the
+  issuer replaced the key under the same ``kid``): the same refetch, sharing the same limiter,
+  and ``True`` only if the keys under that ``kid`` changed, so a flood of forged signatures
+  costs at most one fetch per interval and never a second verification for nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +128,7 @@ class KeyStore:
         self._on_fetch = on_fetch
         self.keyset = KeySet()
         self.generation = 0  # bumped when a refresh removes or replaces a key
+        self.version = 0  # bumped when a refresh changes the key set at all (adds too)
         self.last_good_fetch: float | None = None
         self.last_error: str | None = None
         self.fetch_counts: Counter[str] = Counter()
@@ -174,13 +179,41 @@ class KeyStore:
             found = self.keyset.candidates(kid)
             if found:
                 return found
-        if self._inflight is not None and not self._inflight.done():
-            await asyncio.shield(self._inflight)
-        elif self._may_refetch_now():
-            await self.refresh()
+        await self._refetch_on_demand()
         if not self.usable():
             raise self.unavailable()
         return self.keyset.candidates(kid)
+
+    async def refetch_changed(self, kid: str | None, tried: Sequence[KeyEntry]) -> bool:
+        """After a bad signature with a known ``kid``: refetch like an unknown ``kid`` does.
+
+        Joins a fetch in flight, else fetches if the shared limiter allows (at most one
+        on-demand fetch per ``unknown_kid_refetch_seconds``, unknown kids and bad signatures
+        together).
+
+        Args:
+            kid: the token's ``kid``.
+            tried: the keys the signature failed with.
+
+        Returns:
+            Whether the usable keys under ``kid`` (every key when ``None``) now differ from
+            ``tried``, i.e. whether verifying again could give another answer.
+        """
+        before = _fingerprints(tried)
+        unchanged = _fingerprints(self.keyset.candidates(kid)) == before
+        if unchanged and not await self._refetch_on_demand():
+            return False
+        return self.usable() and _fingerprints(self.keyset.candidates(kid)) != before
+
+    async def _refetch_on_demand(self) -> bool:
+        """Join the fetch in flight or start one if the limiter allows; ``False``: neither."""
+        if self._inflight is not None and not self._inflight.done():
+            await asyncio.shield(self._inflight)
+            return True
+        if self._may_refetch_now():
+            await self.refresh()
+            return True
+        return False
 
     def _may_refetch_now(self) -> bool:
         now = self._clock()
@@ -237,6 +270,8 @@ class KeyStore:
         cfg = self.config
         if self.keyset.fingerprints - keyset.fingerprints:
             self.generation += 1
+        if self.keyset.fingerprints != keyset.fingerprints:
+            self.version += 1
         self.keyset = keyset
         self.last_good_fetch = self._clock()
         self.last_error = None
@@ -370,6 +405,10 @@ class KeyStore:
         if len(body) > cap:
             raise _too_large(url, cap)
         return body
+
+
+def _fingerprints(entries: Sequence[KeyEntry]) -> frozenset[str]:
+    return frozenset(entry.fingerprint for entry in entries)
 
 
 def _too_large(url: str, cap: int) -> FetchError:

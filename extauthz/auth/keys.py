@@ -27,6 +27,8 @@ EC_CURVE_ALG: Mapping[str, str] = {
 OKP_SIGNATURE_CURVES = frozenset({"Ed25519", "Ed448"})
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 MAX_RSA_BITS = 16384
+# the floor under any configured ``min_rsa_bits``: smaller RSA keys are never loaded
+MIN_RSA_BITS = 2048
 MAX_KEYS = 64
 
 
@@ -92,7 +94,8 @@ def parse_jwks(
     Args:
         document: the decoded JSON document.
         algorithms: the issuer's allowed algorithms.
-        min_rsa_bits: RSA keys with a smaller modulus are skipped.
+        min_rsa_bits: RSA keys with a smaller modulus are skipped (never below
+            ``MIN_RSA_BITS``, whatever the value).
 
     Returns:
         The usable keys and the skipped ones with a reason code each.
@@ -194,7 +197,7 @@ def _algorithms_for(jwk: Mapping[str, Any], allowed: frozenset[str]) -> frozense
 def _strength_problem(key: Any, min_rsa_bits: int) -> str:
     """The reason a loaded key is too weak (or absurdly large) to trust, or ``""``."""
     if isinstance(key, rsa.RSAPublicKey):
-        if key.key_size < min_rsa_bits:
+        if key.key_size < max(min_rsa_bits, MIN_RSA_BITS):
             return "rsa_key_too_small"
         if key.key_size > MAX_RSA_BITS:
             return "rsa_key_too_large"

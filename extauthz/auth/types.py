@@ -25,6 +25,32 @@ class ClaimMapping:
     # optional regex with named groups `namespace` and `role`, matched against each permission
     permissions_regex: str | None = None
     subject_claim: str = "sub"
+    # claims that name the subject of a token without a human subject (client-credentials
+    # tokens: the client id); () requires ``subject_claim``. See ``subject_from``.
+    subject_fallback: tuple[str, ...] = ("client_id", "azp")
+
+    def subject_from(self, claims: Mapping[str, Any]) -> tuple[str, str] | None:
+        """The token's subject and the claim it was read from; ``None`` if it has none.
+
+        The configured ``subject_claim`` when the token has it; it must then be a non-empty
+        string, or the token has no subject (never a fallback: a present but bad subject is a
+        bad token). When the token has neither that claim nor ``sub`` (no human subject), the
+        first ``subject_fallback`` claim that is a non-empty string: a client-credentials
+        token's client id. A token that has ``sub`` but lacks a different configured subject
+        claim (e.g. ``email``) is a human without that claim, never the client it logged in
+        through, so it gets no fallback either.
+        """
+        name = self.subject_claim
+        if name in claims:
+            value = claims[name]
+            return (value, name) if isinstance(value, str) and value else None
+        if "sub" in claims:
+            return None
+        for fallback in self.subject_fallback:
+            value = claims.get(fallback)
+            if isinstance(value, str) and value:
+                return value, fallback
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +85,8 @@ class VerifiedToken:
     claims: Mapping[str, Any]
     expires_at: float  # the token's `exp`, seconds since the epoch
     extras: Mapping[str, Any] = field(default_factory=dict)  # display-only identity (ID token)
-    # the issuer's configured subject claim (``claims.subject_claim``), checked to be a
-    # non-empty string; no fallback to ``client_id``/``azp`` (see ``verify.subject_of``)
+    # the issuer's configured subject claim (``claims.subject_claim``), a non-empty string,
+    # or for a token without any human subject its client id (``ClaimMapping.subject_from``)
     subject: str = ""
 
 

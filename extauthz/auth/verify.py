@@ -305,15 +305,30 @@ def check_audience(claims: Mapping[str, Any], issuer: IssuerConfig) -> None:
 
 
 def subject_of(claims: Mapping[str, Any], issuer: IssuerConfig) -> str:
-    """The configured subject claim, a non-empty string. No fallback to other claims."""
-    name = issuer.claims.subject_claim
-    subject = claims.get(name)
-    if not isinstance(subject, str) or not subject:
-        raise AuthError(
-            Reason.INVALID_CLAIMS,
-            f"token subject claim {name!r} is missing or not a non-empty string",
-        )
-    return subject
+    """The token's subject (``ClaimMapping.subject_from``), a non-empty string.
+
+    The configured subject claim; when the token has neither it nor ``sub``, the first
+    ``subject_fallback`` claim (``client_id``, ``azp``) that is a non-empty string.
+
+    Raises:
+        AuthError: INVALID_CLAIMS when the subject claim is present but not a non-empty string
+            (no fallback then), or when the token has no subject at all.
+    """
+    mapping = issuer.claims
+    found = mapping.subject_from(claims)
+    if found is not None:
+        return found[0]
+    name = mapping.subject_claim
+    if name in claims:
+        problem = f"token subject claim {name!r} is not a non-empty string"
+    elif "sub" in claims:
+        problem = f"token has no subject claim {name!r}"
+    elif mapping.subject_fallback:
+        problem = (f"token has no subject claim {name!r} and none of "
+                   f"{list(mapping.subject_fallback)} is a non-empty string")
+    else:
+        problem = f"token has no subject claim {name!r} (subject_fallback is empty)"
+    raise AuthError(Reason.INVALID_CLAIMS, problem)
 
 
 def check_claims(

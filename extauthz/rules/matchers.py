@@ -6,7 +6,9 @@ conditions must all hold; a condition with a list of values holds when any value
 ``anyone: true``         every authenticated principal
 ``groups: [a, b]``       a group claim (``claims.groups`` paths) contains a or b
 ``scopes: [x]``          the space-separated ``scope`` (or a ``scp`` list) contains x
-``subject: [s]``         ``Principal.subject`` (the issuer's ``subject_claim``) is s
+``subject: [s]``         ``Principal.subject`` (the issuer's ``subject_claim``; for a token
+                         with neither it nor ``sub``, a service, its client id from the
+                         ``subject_fallback`` claims ``client_id``, ``azp``) is s
 ``client_id: [c]``       the first of ``claims.client_id`` paths (``client_id``, ``azp``) is c
 ``issuer: [i]``          the token's issuer is i
 ``kind: human|service``  the principal kind (see ``principal_kind`` in the policy)

@@ -136,22 +136,74 @@ def test_regex_system_namespace() -> None:
     ({"sub": "alice", "client_id": "c", "azp": "a"}, "alice"),
     ({"client_id": "svc", "azp": "a"}, "svc"),
     ({"azp": "app"}, "app"),
-    ({"sub": "", "client_id": "svc"}, "svc"),
-    ({"sub": 42, "azp": "app"}, "app"),
+    ({"client_id": "", "azp": "app"}, "app"),
+    ({"client_id": 7, "azp": "app"}, "app"),
     ({}, ""),
 ])
 def test_subject_falls_back_from_sub_to_client_id_to_azp(claims: dict[str, Any],
                                                          subject: str) -> None:
-    """The subject is `sub`, else `client_id`, else `azp` (first non-empty string)."""
+    """The subject is `sub`; without `sub`, `client_id`, else `azp` (first non-empty string)."""
     assert subject_of(claims) == subject
     assert principal(claims).subject == subject
 
 
+@pytest.mark.parametrize("claims", [
+    {"sub": "", "client_id": "svc"},
+    {"sub": 42, "azp": "app"},
+    {"sub": None, "client_id": "svc"},
+    {"sub": ["svc"], "client_id": "svc"},
+])
+def test_present_but_bad_sub_never_falls_back(claims: dict[str, Any]) -> None:
+    """A `sub` that is there but not a non-empty string is no subject, never the client id
+    (verification refuses such a token; the mapper agrees)."""
+    assert subject_of(claims) == ""
+    assert principal(claims).subject == ""
+
+
 def test_configured_subject_claim_comes_first() -> None:
-    """A configured subject claim wins over `sub`; it falls back when absent."""
-    assert subject_of({"email": "a@x", "sub": "s"}, "email") == "a@x"
+    """A configured subject claim wins over `sub`."""
+    email = ClaimMapping(subject_claim="email")
+    assert subject_of({"email": "a@x", "sub": "s"}, email) == "a@x"
     assert principal({"email": "a@x", "sub": "s"}, subject_claim="email").subject == "a@x"
-    assert subject_of({"sub": "s"}, "email") == "s"
+
+
+def test_human_without_the_configured_subject_claim_is_not_named_by_its_client() -> None:
+    """`subject_claim: email`, a token with `sub` but no `email`: no subject (refused at
+    verification), never the `azp` of the app the human logged in through."""
+    email = ClaimMapping(subject_claim="email")
+    claims = {"sub": "u-1", "azp": "temporal-ui"}
+    assert subject_of(claims, email) == ""
+    assert principal(claims, subject_claim="email").subject == ""
+
+
+def test_empty_fallback_list_requires_the_subject_claim() -> None:
+    """`subject_fallback: []`: a token without `sub` has no subject, client id or not."""
+    strict = ClaimMapping(subject_fallback=())
+    assert subject_of({"client_id": "svc"}, strict) == ""
+    assert principal({"client_id": "svc"}, subject_fallback=()).subject == ""
+
+
+def test_configured_fallback_order_is_kept() -> None:
+    """`subject_fallback: [azp, client_id]` tries `azp` first; other claims are never used."""
+    mapping = ClaimMapping(subject_fallback=("azp", "client_id"))
+    assert subject_of({"client_id": "c", "azp": "a"}, mapping) == "a"
+    assert subject_of({"appid": "x"}, ClaimMapping(subject_fallback=("client_id",))) == ""
+    assert subject_of({"appid": "x"}, ClaimMapping(subject_fallback=("appid",))) == "x"
+
+
+@pytest.mark.parametrize("fallback", [("client_id", "azp"), ("appid",)])
+def test_principal_named_by_a_fallback_claim_is_a_service(fallback: tuple[str, ...]) -> None:
+    """A token without a human subject, named by its client id, is a `service` principal
+    whatever the fallback claim is called (Azure's `appid` too)."""
+    claims = {"client_id": "svc", "appid": "svc", "permissions": ["default:write"]}
+    p = principal(claims, subject_fallback=fallback)
+    assert (p.subject, p.kind, p.namespaces) == ("svc", "service", {"default": Role.WRITER})
+
+
+def test_human_sub_is_never_made_a_service_by_the_fallback() -> None:
+    """With `sub` present the fallback is never consulted: a human stays human."""
+    p = principal({"sub": "alice", "appid": "ui"}, subject_fallback=("appid",))
+    assert (p.subject, p.kind) == ("alice", "human")
 
 
 @pytest.mark.parametrize(("claims", "kind"), [

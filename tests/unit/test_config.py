@@ -265,3 +265,130 @@ def test_grpc_max_receive_bytes_above_the_message_limit_is_accepted(tmp_path: Pa
     path = write(tmp_path, "max_message_bytes: 1000\ngrpc_max_receive_bytes: 2000\n")
     s = config.load(path, env={})
     assert (s.max_message_bytes, s.grpc_max_receive_bytes) == (1000, 2000)
+
+
+# --- issuer key-set bounds and subject fallback ------------------------------------------------
+
+def issuer_yaml(**keys: object) -> str:
+    """One issuer with ``keys`` set (YAML flow values)."""
+    lines = "".join(f"    {name}: {value}\n" for name, value in keys.items())
+    return f"issuers:\n  - issuer: {ISSUER}\n{lines}"
+
+
+def test_refresh_bounds_fetch_cap_and_rsa_floor_are_read(tmp_path: Path) -> None:
+    """The four key-set settings reach IssuerConfig with their types."""
+    s = config.load(write(tmp_path, issuer_yaml(
+        min_refresh_interval_seconds=10, refresh_interval_seconds=60,
+        max_refresh_interval_seconds=600, max_fetch_bytes=65536, min_rsa_bits=3072)), env={})
+    [i] = s.issuers
+    assert (i.min_refresh_interval_seconds, i.refresh_interval_seconds,
+            i.max_refresh_interval_seconds) == (10.0, 60.0, 600.0)
+    assert isinstance(i.min_refresh_interval_seconds, float)
+    assert (i.max_fetch_bytes, i.min_rsa_bits) == (65536, 3072)
+
+
+def test_key_set_settings_default_when_absent(tmp_path: Path) -> None:
+    """Without the keys, the IssuerConfig defaults hold (30 s .. 1 h, 1 MiB, RSA-2048)."""
+    [i] = config.load(write(tmp_path, issuer_yaml()), env={}).issuers
+    assert (i.min_refresh_interval_seconds, i.max_refresh_interval_seconds,
+            i.max_fetch_bytes, i.min_rsa_bits) == (30.0, 3600.0, 1024 * 1024, 2048)
+
+
+@pytest.mark.parametrize(("keys", "key"), [
+    ({"min_refresh_interval_seconds": 0}, "min_refresh_interval_seconds"),
+    ({"max_refresh_interval_seconds": -5}, "max_refresh_interval_seconds"),
+    ({"max_fetch_bytes": 0}, "max_fetch_bytes"),
+    ({"max_fetch_bytes": "1MiB"}, "max_fetch_bytes"),
+    ({"max_fetch_bytes": 1.5}, "max_fetch_bytes"),
+    ({"min_rsa_bits": "big"}, "min_rsa_bits"),
+    ({"min_refresh_interval_seconds": "soon"}, "min_refresh_interval_seconds"),
+])
+def test_key_set_settings_must_be_positive_numbers(
+    tmp_path: Path, keys: dict[str, object], key: str
+) -> None:
+    """Zero, negative or mistyped values are errors naming the issuer's key path."""
+    assert f": issuers[0].{key}:" in load_error(tmp_path, issuer_yaml(**keys))
+
+
+@pytest.mark.parametrize(("keys", "key"), [
+    ({"min_refresh_interval_seconds": 600}, "min_refresh_interval_seconds"),
+    ({"max_refresh_interval_seconds": 60}, "max_refresh_interval_seconds"),
+    ({"refresh_interval_seconds": 5, "min_refresh_interval_seconds": 10},
+     "min_refresh_interval_seconds"),
+    ({"refresh_interval_seconds": 7200, "max_refresh_interval_seconds": 3600},
+     "max_refresh_interval_seconds"),
+    ({"min_refresh_interval_seconds": 100, "max_refresh_interval_seconds": 50,
+      "refresh_interval_seconds": 70}, "min_refresh_interval_seconds"),
+])
+def test_refresh_interval_must_lie_between_min_and_max(
+    tmp_path: Path, keys: dict[str, object], key: str
+) -> None:
+    """min <= refresh_interval <= max, or an error naming the bound that was set and the
+    interval it conflicts with."""
+    message = load_error(tmp_path, issuer_yaml(**keys))
+    assert f": issuers[0].{key}:" in message
+    detail = message.split(f"{key}:", 1)[1]
+    assert "refresh_interval_seconds" in detail or "max_refresh_interval_seconds" in detail
+
+
+@pytest.mark.parametrize(("refresh", "low", "high"), [
+    (1, 1.0, 3600.0), (0.5, 0.5, 3600.0), (7200, 30.0, 7200.0), (300, 30.0, 3600.0),
+])
+def test_unset_bounds_follow_a_refresh_interval_outside_the_defaults(
+    tmp_path: Path, refresh: float, low: float, high: float
+) -> None:
+    """`refresh_interval_seconds: 1` alone (tests, short-lived keys) is valid: the unset
+    minimum follows it down (and an unset maximum follows it up)."""
+    [i] = config.load(write(tmp_path, issuer_yaml(refresh_interval_seconds=refresh)),
+                      env={}).issuers
+    assert (i.min_refresh_interval_seconds, i.refresh_interval_seconds,
+            i.max_refresh_interval_seconds) == (low, float(refresh), high)
+
+
+def test_refresh_interval_equal_to_both_bounds_is_accepted(tmp_path: Path) -> None:
+    """The bounds are inclusive."""
+    [i] = config.load(write(tmp_path, issuer_yaml(
+        min_refresh_interval_seconds=60, refresh_interval_seconds=60,
+        max_refresh_interval_seconds=60)), env={}).issuers
+    assert i.refresh_interval_seconds == 60.0
+
+
+@pytest.mark.parametrize("bits", [1024, 2047, 0, -1])
+def test_min_rsa_bits_below_2048_is_refused_and_says_never(tmp_path: Path, bits: int) -> None:
+    """RSA keys under 2048 bits can never be allowed: the error names the key and says so."""
+    message = load_error(tmp_path, issuer_yaml(min_rsa_bits=bits))
+    assert ": issuers[0].min_rsa_bits:" in message
+    assert "2048" in message and "never" in message
+
+
+def test_min_rsa_bits_above_the_largest_loadable_key_is_refused(tmp_path: Path) -> None:
+    """A floor no RSA key can meet (above 16384 bits) would silently drop every RSA key."""
+    message = load_error(tmp_path, issuer_yaml(min_rsa_bits=32768))
+    assert ": issuers[0].min_rsa_bits:" in message and "16384" in message
+
+
+def test_subject_fallback_defaults_to_client_id_then_azp(tmp_path: Path) -> None:
+    """Without `claims.subject_fallback`, a token without `sub` is named by client_id, azp."""
+    [i] = config.load(write(tmp_path, issuer_yaml()), env={}).issuers
+    assert i.claims.subject_fallback == ("client_id", "azp")
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("[]", ()), ("[appid]", ("appid",)), ("[azp, client_id]", ("azp", "client_id")),
+])
+def test_subject_fallback_is_read(tmp_path: Path, value: str, expected: tuple[str, ...]) -> None:
+    """`[]` requires the subject claim; a list is tried in order."""
+    [i] = config.load(write(tmp_path, issuer_yaml(claims=f"{{subject_fallback: {value}}}")),
+                      env={}).issuers
+    assert i.claims.subject_fallback == expected
+
+
+@pytest.mark.parametrize(("claims", "key"), [
+    ("{subject_fallback: [client_id, 7]}", "claims.subject_fallback"),
+    ("{subject_fallback: {a: b}}", "claims.subject_fallback"),
+    ("{subject_fallback: [client_id, '']}", "claims.subject_fallback[1]"),
+    ("{subject_claim: ''}", "claims.subject_claim"),
+])
+def test_bad_subject_fallback_names_the_key(tmp_path: Path, claims: str, key: str) -> None:
+    """A non-string or empty claim name is an error naming the key path."""
+    assert f": issuers[0].{key}:" in load_error(tmp_path, issuer_yaml(claims=claims))

@@ -147,3 +147,16 @@ async def test_verifier_without_verify_extras_still_works() -> None:
 def test_extras_token_accepts_the_bare_ui_shape(header: str, token: str | None) -> None:
     """The UI sends the bare ID token; a Bearer prefix is tolerated; anything else is None."""
     assert extras_token(header) == token
+
+
+async def test_bad_extras_on_every_call_logs_one_line_per_reason() -> None:
+    """A client sending a refused ID token (or a malformed header) on every call writes one
+    ``auth.extras_ignored`` line per reason, not one per call; decisions are unchanged."""
+    pipeline = Pipeline(ExtrasVerifier(AuthError(Reason.TOKEN_EXPIRED, "token expired")))
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(50):
+            assert (await pipeline.check(start_request(WRITER))).allowed
+            assert (await pipeline.check(start_request(WRITER, extras="a,b"))).allowed
+    ignored = [e for e in logs if e["event"] == "auth.extras_ignored"]
+    assert sorted(e["reason"] for e in ignored) == ["malformed_authorization", "token_expired"]
+    assert all(e["suppressed"] == 0 for e in ignored)

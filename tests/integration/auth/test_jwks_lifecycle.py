@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import secrets
 import socket
@@ -14,8 +15,8 @@ import pytest
 from support_auth import FakeClock, b64url, config_for, refused, running
 
 from extauthz.auth.authenticator import Authenticator
-from extauthz.auth.types import IssuerConfig
-from extauthz.devissuer import DevIssuer
+from extauthz.auth.types import AuthError, IssuerConfig
+from extauthz.devissuer import DevIssuer, generate_key
 from extauthz.model import Reason
 
 # no background refresh during a test unless it asks for one
@@ -290,3 +291,125 @@ async def test_random_kid_flood_costs_one_fetch_per_interval(fresh_dev: DevIssue
     fetches = fresh_dev.jwks_requests - before
     assert 1 <= fetches <= int(elapsed / interval) + 1
     assert auth.negative_cache_size == 0  # UNKNOWN_KEY is never negatively cached
+
+
+# -- a key replaced under the same kid ----------------------------------------------------------
+
+def replace_key_keeping_kid(dev: DevIssuer) -> None:
+    """The issuer swaps the current key's material but publishes it under the same kid."""
+    key = dev.key()
+    key.private = generate_key(key.alg)
+
+
+def forged(token: str, n: int) -> str:
+    """``token`` with its payload changed (``sub`` = ``forged<n>``): same kid, bad signature."""
+    head, body, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    claims["sub"] = f"forged{n}"
+    return f"{head}.{b64url(json.dumps(claims).encode())}.{signature}"
+
+
+async def test_key_replaced_under_same_kid_is_accepted_after_one_refetch(
+    fresh_dev: DevIssuer,
+) -> None:
+    """The issuer replaces its key keeping the kid: the first token signed by the new key
+    fails with the loaded key, triggers exactly one refetch and then verifies; tokens of the old
+    key and forged tokens stay BAD_SIGNATURE without another fetch."""
+    async with running(config_for(fresh_dev, unknown_kid_refetch_seconds=60, **QUIET)) as auth:
+        old = fresh_dev.mint({"sub": "before"})
+        assert (await auth.verify(old)).subject == "before"
+        kid = fresh_dev.current_kid
+        fetches = fresh_dev.jwks_requests
+        replace_key_keeping_kid(fresh_dev)
+        assert fresh_dev.current_kid == kid
+        new = fresh_dev.mint({"sub": "after"})
+        assert (await auth.verify(new)).subject == "after"
+        assert fresh_dev.jwks_requests == fetches + 1
+        await refused(auth, old, Reason.BAD_SIGNATURE)  # cached, but its key is gone
+        for i in range(20):
+            await refused(auth, forged(new, i), Reason.BAD_SIGNATURE)
+        assert (await auth.verify(new)).subject == "after"
+    assert fresh_dev.jwks_requests == fetches + 1
+
+
+async def test_forged_signature_flood_with_known_kid_costs_one_fetch_per_interval(
+    fresh_dev: DevIssuer,
+) -> None:
+    """4,000 distinct forged tokens naming the issuer's real kid: all BAD_SIGNATURE, at most
+    one JWKS fetch per ``unknown_kid_refetch_seconds`` (concurrent ones share it)."""
+    interval = 0.5
+    async with running(config_for(fresh_dev, unknown_kid_refetch_seconds=interval,
+                                  **QUIET)) as auth:
+        genuine = fresh_dev.mint({"sub": "alice"})
+        tokens = [forged(genuine, i) for i in range(4000)]
+        before = fresh_dev.jwks_requests
+        started = time.perf_counter()
+        outcomes = await asyncio.gather(*(auth.verify(t) for t in tokens[:2000]),
+                                        return_exceptions=True)
+        for token in tokens[2000:]:
+            await refused(auth, token, Reason.BAD_SIGNATURE)
+            await asyncio.sleep(0)
+        await asyncio.sleep(interval)
+        await refused(auth, forged(genuine, -1), Reason.BAD_SIGNATURE)
+        elapsed = time.perf_counter() - started
+        assert (await auth.verify(genuine)).subject == "alice"
+    assert all(getattr(o, "reason", None) == Reason.BAD_SIGNATURE for o in outcomes)
+    fetches = fresh_dev.jwks_requests - before
+    assert 1 <= fetches <= int(elapsed / interval) + 1
+
+
+async def test_unknown_kids_and_bad_signatures_share_one_refetch_limit(
+    fresh_dev: DevIssuer,
+) -> None:
+    """An unknown-kid refetch spends the interval for bad signatures too, and the other way
+    round: mixing both floods still costs one fetch per interval."""
+    async with running(config_for(fresh_dev, unknown_kid_refetch_seconds=60, **QUIET)) as auth:
+        exp = int(time.time()) + 600
+        genuine = fresh_dev.mint({"sub": "alice"})
+        before = fresh_dev.jwks_requests
+        await refused(auth, random_kid_token(fresh_dev.url, exp), Reason.UNKNOWN_KEY)
+        assert fresh_dev.jwks_requests == before + 1
+        for i in range(50):
+            await refused(auth, forged(genuine, i), Reason.BAD_SIGNATURE)
+            await refused(auth, random_kid_token(fresh_dev.url, exp), Reason.UNKNOWN_KEY)
+        assert fresh_dev.jwks_requests == before + 1
+    async with running(config_for(fresh_dev, unknown_kid_refetch_seconds=60, **QUIET)) as auth:
+        before = fresh_dev.jwks_requests
+        await refused(auth, forged(genuine, 0), Reason.BAD_SIGNATURE)
+        assert fresh_dev.jwks_requests == before + 1  # the bad signature spent the interval
+        await refused(auth, random_kid_token(fresh_dev.url, exp), Reason.UNKNOWN_KEY)
+        assert fresh_dev.jwks_requests == before + 1
+
+
+async def test_refused_token_is_not_pinned_across_a_key_change(fresh_dev: DevIssuer) -> None:
+    """A token of the replaced key refused while refetches are rate-limited (BAD_SIGNATURE,
+    negatively cached) verifies as soon as a refresh loads the new key, not after the
+    negative cache's TTL."""
+    config = config_for(fresh_dev, unknown_kid_refetch_seconds=60, **QUIET)
+    async with running(config, negative_cache_seconds=3600.0) as auth:
+        exp = int(time.time()) + 600
+        await refused(auth, random_kid_token(fresh_dev.url, exp), Reason.UNKNOWN_KEY)  # limiter
+        replace_key_keeping_kid(fresh_dev)
+        new = fresh_dev.mint({"sub": "after"})
+        await refused(auth, new, Reason.BAD_SIGNATURE)  # no refetch allowed yet
+        await refused(auth, new, Reason.BAD_SIGNATURE)
+        assert auth.stats.negative_hits == 1
+        assert await auth.stores[fresh_dev.url].refresh()  # the background refresh
+        assert (await auth.verify(new)).subject == "after"
+        bad = forged(new, 1)
+        await refused(auth, bad, Reason.BAD_SIGNATURE)
+        await refused(auth, bad, Reason.BAD_SIGNATURE)
+        assert auth.stats.negative_hits == 2  # unchanged keys: the refusal is remembered
+
+
+async def test_id_token_with_replaced_key_never_refetches(fresh_dev: DevIssuer) -> None:
+    """``verify_extras`` (display only) uses loaded keys only: a bad signature there is
+    BAD_SIGNATURE at once, with no fetch."""
+    async with running(config_for(fresh_dev, unknown_kid_refetch_seconds=0.0, **QUIET)) as auth:
+        before = fresh_dev.jwks_requests
+        replace_key_keeping_kid(fresh_dev)
+        id_token = fresh_dev.mint({"sub": "u", "aud": "temporal-ui"})
+        with pytest.raises(AuthError) as caught:
+            await auth.verify_extras(id_token)
+        assert caught.value.reason == Reason.BAD_SIGNATURE
+        assert fresh_dev.jwks_requests == before

@@ -368,10 +368,17 @@ async def test_required_typ_refuses_other_types(dev: DevIssuer, typ: str | None)
 
 @pytest.mark.parametrize("sub", [None, 42, "", ["alice"]])
 async def test_subject_must_be_a_non_empty_string(dev: DevIssuer, sub: object) -> None:
-    """No subject (or a non-string one) is invalid; there is no fallback to other claims."""
-    claims = {"sub": sub, "client_id": "worker", "azp": "worker"}
+    """A `sub` that is present (JSON null included) but not a non-empty string is invalid;
+    there is no fallback to the client id then."""
+    claims = {**good_claims(dev), "sub": sub, "client_id": "worker", "azp": "worker"}
     async with running(config_for(dev)) as auth:
-        await refused(auth, dev.mint(claims), Reason.INVALID_CLAIMS)
+        await refused(auth, dev.sign_raw(json.dumps(claims).encode()), Reason.INVALID_CLAIMS)
+
+
+async def test_no_subject_and_no_client_id_is_invalid(dev: DevIssuer) -> None:
+    """No `sub` and no `client_id`/`azp` string: nobody to name, INVALID_CLAIMS."""
+    async with running(config_for(dev)) as auth:
+        await refused(auth, dev.mint({"client_id": "", "azp": 7}), Reason.INVALID_CLAIMS)
 
 
 async def test_configured_subject_claim_is_used(dev: DevIssuer) -> None:

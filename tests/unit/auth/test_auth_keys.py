@@ -133,3 +133,17 @@ def test_fingerprints_change_when_a_key_is_replaced_under_the_same_kid() -> None
     second, _ = load(jwk("ES256"))
     assert first.fingerprints != second.fingerprints
     assert first.keys[0].kid == second.keys[0].kid
+
+
+@pytest.mark.parametrize("configured", [512, 1024, 2047])
+def test_min_rsa_bits_below_the_floor_still_skips_rsa_1024(configured: int) -> None:
+    """An ``IssuerConfig`` built in code with ``min_rsa_bits`` under 2048 (the config file
+    refuses it) still never loads an RSA-1024 key; a larger floor is honoured."""
+    weak = DevKey("weak", "RS256", generate_key("RS256", rsa_bits=1024)).public_jwk()
+    keyset, skipped = parse_jwks({"keys": [weak]}, algorithms=ASYMMETRIC_ALGORITHMS,
+                                 min_rsa_bits=configured)
+    assert keyset.keys == () and skipped[0].reason == "rsa_key_too_small"
+    strong = DevKey("ok", "RS256", generate_key("RS256", rsa_bits=2048)).public_jwk()
+    _, skipped = parse_jwks({"keys": [strong]}, algorithms=ASYMMETRIC_ALGORITHMS,
+                            min_rsa_bits=3072)
+    assert skipped[0].reason == "rsa_key_too_small"

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from extauthz.auth.keys import KeySet, parse_jwks
-from extauthz.auth.types import ASYMMETRIC_ALGORITHMS, AuthError, IssuerConfig
+from extauthz.auth.types import ASYMMETRIC_ALGORITHMS, AuthError, ClaimMapping, IssuerConfig
 from extauthz.auth.verify import b64url_decode, check_claims, parse_token, verify_token
 from extauthz.devissuer import DevIssuer
 from extauthz.model import Reason
@@ -162,3 +162,85 @@ def test_header_is_checked_before_the_payload_is_decoded(keys: dict[str, KeySet]
     """``alg: none`` is refused even when the payload is garbage."""
     head = base64.urlsafe_b64encode(json.dumps({"alg": "none"}).encode()).rstrip(b"=").decode()
     assert reason_of(f"{head}.!!!.", keys) == Reason.DISALLOWED_ALGORITHM
+
+
+# --- subject: configured claim, then client-credentials fallback -------------------------------
+
+def subject_with(token: str, keys: dict[str, KeySet], **mapping: Any) -> str:
+    """The verified subject of ``token`` under a ClaimMapping built from ``mapping``."""
+    issuers = {ISS: IssuerConfig(ISS, audiences=("temporal",), claims=ClaimMapping(**mapping))}
+    return verify_token(token, issuers, keys, time.time()).subject
+
+
+def subject_refusal(token: str, keys: dict[str, KeySet], **mapping: Any) -> AuthError:
+    with pytest.raises(AuthError) as caught:
+        subject_with(token, keys, **mapping)
+    return caught.value
+
+
+@pytest.mark.parametrize(("claims", "subject"), [
+    ({"sub": "alice", "client_id": "svc"}, "alice"),
+    ({"client_id": "svc", "azp": "other"}, "svc"),
+    ({"azp": "app"}, "app"),
+    ({"client_id": "", "azp": "app"}, "app"),
+    ({"client_id": 17, "azp": "app"}, "app"),
+])
+def test_token_without_sub_is_named_by_its_client_id(
+    dev: DevIssuer, keys: dict[str, KeySet], claims: dict[str, Any], subject: str
+) -> None:
+    """A client-credentials token without `sub` verifies, its subject the first non-empty
+    string of `client_id`, `azp` (the default `subject_fallback`)."""
+    assert subject_with(dev.mint(claims), keys) == subject
+
+
+@pytest.mark.parametrize("sub", ["", 42, None, ["svc"], {"id": "svc"}, True])
+def test_present_but_bad_subject_is_refused_without_fallback(
+    dev: DevIssuer, keys: dict[str, KeySet], sub: Any
+) -> None:
+    """`sub` present but not a non-empty string: INVALID_CLAIMS, even with a usable
+    `client_id` (a bad subject is a bad token, not a service)."""
+    payload = json.dumps({"iss": ISS, "aud": "temporal", "exp": int(time.time()) + 60,
+                          "sub": sub, "client_id": "svc", "azp": "svc"}).encode()
+    error = subject_refusal(dev.sign_raw(payload), keys)
+    assert error.reason == Reason.INVALID_CLAIMS
+    assert "'sub'" in error.message and "not a non-empty string" in error.message
+
+
+def test_token_with_no_subject_and_no_client_id_is_refused(
+    dev: DevIssuer, keys: dict[str, KeySet]
+) -> None:
+    """No `sub`, no usable fallback claim: INVALID_CLAIMS naming what was looked for."""
+    error = subject_refusal(dev.mint({"client_id": "", "azp": 5}), keys)
+    assert error.reason == Reason.INVALID_CLAIMS
+    assert "client_id" in error.message and "azp" in error.message
+
+
+def test_empty_subject_fallback_requires_the_subject_claim(
+    dev: DevIssuer, keys: dict[str, KeySet]
+) -> None:
+    """`subject_fallback: []` restores the strict rule: no `sub`, no token."""
+    error = subject_refusal(dev.mint({"client_id": "svc"}), keys, subject_fallback=())
+    assert error.reason == Reason.INVALID_CLAIMS and "subject_fallback" in error.message
+    assert subject_with(dev.mint({"sub": "alice"}), keys, subject_fallback=()) == "alice"
+
+
+def test_configured_fallback_claims_are_tried_in_order(
+    dev: DevIssuer, keys: dict[str, KeySet]
+) -> None:
+    """A custom list is used as given (order kept, other claims ignored)."""
+    token = dev.mint({"client_id": "c", "azp": "a", "appid": "x"})
+    assert subject_with(token, keys, subject_fallback=("azp", "client_id")) == "a"
+    assert subject_with(token, keys, subject_fallback=("appid",)) == "x"
+    assert subject_refusal(dev.mint({"azp": "a"}), keys,
+                           subject_fallback=("client_id",)).reason == Reason.INVALID_CLAIMS
+
+
+def test_human_without_configured_subject_claim_gets_no_fallback(
+    dev: DevIssuer, keys: dict[str, KeySet]
+) -> None:
+    """`subject_claim: email` and a token with `sub` but no `email`: refused, never named
+    after the app (`azp`) the human logged in through."""
+    error = subject_refusal(dev.mint({"sub": "u-1", "azp": "temporal-ui"}), keys,
+                            subject_claim="email")
+    assert error.reason == Reason.INVALID_CLAIMS and "'email'" in error.message
+    assert subject_with(dev.mint({"azp": "svc"}), keys, subject_claim="email") == "svc"
