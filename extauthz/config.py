@@ -393,9 +393,6 @@ def _check_transport(settings: Settings, source: str) -> None:
         raise ConfigError(f"{source}: http_path_prefix: expected a path like /check (starts "
                           f"with /, no trailing /, not /healthz), got {prefix!r}; it must "
                           "equal Envoy's http_service.path_prefix")
-    if settings.tls.enabled:
-        raise ConfigError(f"{source}: tls: not supported with transport {settings.transport!r} "
-                          "yet (the HTTP listener is plaintext); use transport: grpc for TLS")
 
 
 def _tls(r: _Reader) -> TLSSettings:

@@ -27,7 +27,7 @@ from extauthz.server.http_service import (
     HttpResponses,
 )
 from extauthz.server.responses import ResponseBuilder
-from extauthz.server.tls import CertificateFiles, server_credentials
+from extauthz.server.tls import CertificateFiles, ServerSSLContext, server_credentials
 
 log = structlog.get_logger("extauthz.server")
 AUTH_SERVICE = "envoy.service.auth.v3.Authorization"
@@ -76,6 +76,8 @@ class Server:
         # Envoy's HTTP ext_authz protocol (transport http|both): same pipeline, same observer
         self.http: HttpCheckServer | None = None
         self.http_port = 0
+        # the HTTP listener's TLS: an ssl.SSLContext per set of files (server.tls)
+        self.http_tls: ServerSSLContext | None = None
         self.serving = False
 
     async def start(self) -> None:
@@ -140,10 +142,14 @@ class Server:
                                      self.settings.source)
         limits = HttpLimits(max_body_bytes=max(ENVOY_MAX_REQUEST_BYTES,
                                                self.settings.max_message_bytes + 5))
+        if self.settings.tls.enabled:
+            # the same `tls:` files and semantics as the gRPC port; probes use health_listen
+            self.http_tls = ServerSSLContext(self.settings.tls)
         self.http = HttpCheckServer(
             self.pipeline, HttpResponses(self.settings.subject_header),
             observer=self.obs.observer, limits=limits,
-            path_prefix=self.settings.http_path_prefix, serving=lambda: self.serving)
+            path_prefix=self.settings.http_path_prefix, serving=lambda: self.serving,
+            ssl_context=self.http_tls.current if self.http_tls is not None else None)
         self.http_port = await self.http.start(host, port, reuse_port=self.worker)
 
     def _on_policy_status(self, status: PolicyStatus) -> None:

@@ -38,13 +38,18 @@ checks/s over 4 keep-alive connections), server CPU per always-allow answer was 
   ``max_pipelined`` are waiting or the client is not reading;
 - at most ``max_connections`` connections (more are answered 503 and closed);
 - drain: stop accepting, close idle connections, answer in-flight requests with
-  ``connection: close``, abort what is left after the grace period.
+  ``connection: close``, abort what is left after the grace period;
+- TLS (``ssl_context``, from ``server.tls.ServerSSLContext``): each accepted connection is
+  upgraded with ``loop.start_tls`` and the context current at that moment (rotated files reach
+  new connections); a handshake counts as a connection and must end within
+  ``request_timeout``; a refused one is logged ``http.tls_handshake_failed``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -199,6 +204,7 @@ class HttpCheckServer:
         limits: HttpLimits | None = None,
         path_prefix: str = DEFAULT_PATH_PREFIX,
         serving: Callable[[], bool] = lambda: True,
+        ssl_context: Callable[[], ssl.SSLContext] | None = None,
     ):
         if not path_prefix.startswith("/") or path_prefix.endswith("/") or \
                 path_prefix.encode().startswith(HEALTH_PATH):
@@ -210,6 +216,9 @@ class HttpCheckServer:
         self.limits = limits or HttpLimits()
         self.prefix = path_prefix.encode()
         self.serving = serving
+        # TLS: the context for a connection accepted now (server.tls.ServerSSLContext.current)
+        self.ssl_context = ssl_context
+        self.handshakes: set[asyncio.Task[None]] = set()
         self.connections: set[_Connection] = set()
         self.draining = False
         self.port = 0
@@ -220,9 +229,10 @@ class HttpCheckServer:
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen on ``host:port`` (0: any free port); returns the port."""
         loop = asyncio.get_running_loop()
+        factory: Callable[[], asyncio.Protocol] = (
+            (lambda: _Connection(self)) if self.ssl_context is None else (lambda: _Accepted(self)))
         self._server = await loop.create_server(
-            lambda: _Connection(self), host, port, reuse_port=reuse_port or None,
-            backlog=1024)
+            factory, host, port, reuse_port=reuse_port or None, backlog=1024)
         self.port = int(self._server.sockets[0].getsockname()[1])
         self._sweeper = asyncio.create_task(self._sweep())
         return self.port
@@ -246,6 +256,8 @@ class HttpCheckServer:
         request; abort whatever is still open after ``grace`` seconds."""
         self.draining = True
         self.stop_accepting()
+        for task in list(self.handshakes):
+            task.cancel()
         for conn in list(self.connections):
             conn.close_if_idle()
         if self.connections:
@@ -260,6 +272,63 @@ class HttpCheckServer:
                 await self._sweeper
         if self._server is not None:
             await self._server.wait_closed()
+
+    def accept_tls(self, transport: asyncio.Transport) -> None:
+        """A new TCP connection to the TLS listener: hand it to the TLS layer now, with the
+        current context, and serve it once the handshake is done. Handshakes in progress count
+        against ``max_connections`` and must finish within ``request_timeout``."""
+        if self.draining or len(self.connections) + len(self.handshakes) >= \
+                self.limits.max_connections:
+            transport.abort()  # no plaintext answer a TLS client could read
+            return
+        assert self.ssl_context is not None
+        conn = _Connection(self)
+        # Run start_tls up to its wait for the handshake right here, inside connection_made:
+        # the TLS layer must own the socket before the loop reads from it (uvloop starts
+        # reading right after connection_made and ignores a pause_reading() made in it; a
+        # ClientHello read before start_tls would be lost and the handshake would hang).
+        upgrade = asyncio.get_running_loop().start_tls(
+            transport, conn, self.ssl_context(), server_side=True,
+            ssl_handshake_timeout=self.limits.request_timeout)
+        try:
+            waiting = upgrade.send(None)
+        except StopIteration:  # pragma: no cover (start_tls always waits for the handshake)
+            transport.abort()
+            return
+        except Exception as exc:  # pragma: no cover (a closed transport)
+            log.info("http.tls_handshake_failed", error=type(exc).__name__)
+            transport.abort()
+            return
+        task = asyncio.get_running_loop().create_task(self._handshake(conn, upgrade, waiting))
+        self.handshakes.add(task)
+        task.add_done_callback(self.handshakes.discard)
+
+    async def _handshake(self, conn: _Connection,
+                         upgrade: Coroutine[Any, Any, asyncio.Transport | None],
+                         waiting: Any) -> None:
+        """Finish ``start_tls`` (``waiting``: the future its coroutine yielded), then serve."""
+        try:
+            while True:
+                if waiting is None:
+                    await asyncio.sleep(0)
+                else:
+                    waiting._asyncio_future_blocking = False
+                    await asyncio.wait((waiting,))
+                waiting = upgrade.send(None)
+        except StopIteration as done:
+            tls: asyncio.Transport | None = done.value
+        except asyncio.CancelledError:  # drain: start_tls closes the connection
+            upgrade.close()
+            raise
+        except Exception as exc:  # refused certificate, timeout, reset: start_tls closed it
+            log.info("http.tls_handshake_failed", error=type(exc).__name__,
+                     reason=getattr(exc, "reason", None) or str(exc)[:200])
+            return
+        if tls is None or conn.closing:  # lost between the handshake and now
+            if tls is not None:
+                tls.abort()
+            return
+        conn.connection_made(tls)
 
     def forget(self, conn: _Connection) -> None:
         """A connection closed."""
@@ -294,6 +363,19 @@ class HttpCheckServer:
         return self.responses.build(decision)
 
 
+class _Accepted(asyncio.Protocol):
+    """A TCP connection to the TLS listener until ``start_tls`` takes it over."""
+
+    def __init__(self, server: HttpCheckServer):
+        self.server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.server.accept_tls(cast(asyncio.Transport, transport))
+
+    def data_received(self, data: bytes) -> None:  # pragma: no cover
+        pass  # never called: accept_tls gives the socket to the TLS layer in connection_made
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: parse with llhttp, answer in order, enforce the limits."""
 
@@ -310,6 +392,8 @@ class _Connection(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = False
         self.closing = False
+        # TLS: bytes the TLS layer delivered with the handshake, before connection_made
+        self._early: list[bytes] = []
         # the request being parsed
         self._url: list[bytes] = []
         self._headers: dict[str, str] = {}
@@ -332,6 +416,9 @@ class _Connection(asyncio.Protocol):
         server.connections.add(self)
         transport.set_write_buffer_limits(high=self.limits.write_high_water)
         self.deadline = self.loop.time() + self.limits.request_timeout
+        if self._early:
+            early, self._early = b"".join(self._early), []
+            self.data_received(early)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -340,6 +427,11 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
+            return
+        if self.transport is None:
+            # TLS: start_tls reads the first request with the handshake's last flight and
+            # hands it over before connection_made (one socket read at most)
+            self._early.append(data)
             return
         if not self.reading:
             self.deadline = self.loop.time() + self.limits.request_timeout
@@ -367,7 +459,7 @@ class _Connection(asyncio.Protocol):
             return
         if len(self.queue) >= self.limits.max_pipelined and not self.read_paused:
             self.read_paused = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
+            self.transport.pause_reading()
 
     def pause_writing(self) -> None:
         self.write_paused = True

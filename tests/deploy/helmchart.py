@@ -97,6 +97,15 @@ VALUE_SETS: dict[str, dict[str, Any] | None] = {
         "temporal": {"frontend": {"tls": {"enabled": True, "secretName": "frontend-ca",
                                           "clientCertificate": True}}},
     },
+    # the HTTP ext_authz protocol over mTLS (cert-manager), NetworkPolicies on
+    "http-mtls": {
+        "transport": "http",
+        "extauthz": {"oidc": _OIDC},
+        "tls": {"enabled": True, "certManager": {"enabled": True,
+                                                 "issuerRef": {"name": "internal-ca",
+                                                               "kind": "ClusterIssuer"}}},
+        "networkPolicy": {"enabled": True},
+    },
     "monitoring": {
         "extauthz": {
             "oidc": _OIDC,

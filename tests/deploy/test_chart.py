@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -245,27 +244,90 @@ _TLS_SETS = [{"enabled": True, "serverSecret": "a", "clientSecret": "b"},
 
 
 @pytest.mark.parametrize("tls", _TLS_SETS)
-def test_tls_with_the_http_transport_is_refused(tls: dict[str, Any],
-                                                tmp_path: Path) -> None:
-    """The server's HTTP listener is plaintext: tls.enabled with transport: http is refused by
-    values.schema.json (install and `helm lint --strict`, naming /transport), and, when the
-    schema is skipped (--skip-schema-validation), by the template with the reason; the same TLS
-    values with transport grpc pass the schema."""
-    values = {"transport": "http", "tls": tls}
+def test_tls_with_the_http_transport_passes_the_schema(tls: dict[str, Any]) -> None:
+    """The HTTP listener serves TLS/mTLS too: tls.enabled with transport: http passes
+    values.schema.json like with transport: grpc (the template still asks for Secrets or
+    cert-manager)."""
     with helm.Chart.load(CHART) as chart:
-        with pytest.raises(helm.HelmValuesError, match="/transport"):
-            chart.validate_schema(values)
+        chart.validate_schema({"transport": "http", "tls": tls})
         chart.validate_schema({"transport": "grpc", "tls": tls})
-    with pytest.raises(helm.HelmValuesError, match="/transport"):
-        render_files(values)
-    report = helm.lint(CHART, values, strict=True)
-    assert any("/transport" in e for e in report["errors"]), report
-    unchecked = tmp_path / "chart"
-    shutil.copytree(CHART, unchecked)
-    (unchecked / "values.schema.json").unlink()
-    reason = r"not supported with transport: http .*plaintext.*transport: grpc"
-    with helm.Chart.load(unchecked) as chart, pytest.raises(helm.HelmError, match=reason):
-        chart.render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    if "serverSecret" in tls or "certManager" in tls:
+        rendered = render_files({"transport": "http", "tls": tls})
+        assert "https://" in rendered[f"{RELEASE}/templates/envoy-configmap.yaml"]
+    else:
+        with pytest.raises(helm.HelmError, match=r"tls\.serverSecret"):
+            render_files({"transport": "http", "tls": tls})
+
+
+def test_http_transport_with_mtls_renders_an_https_check_cluster() -> None:
+    """transport: http + tls.enabled: Envoy calls https://<headless>:9192 with ALPN http/1.1
+    and TLS up to 1.3, presents its client certificate and checks the server's name and CA
+    through file-based SDS (rotations followed), and health-checks GET /healthz over the same
+    TLS; the server gets the `tls` block (client certificates required) and its certificate
+    and Envoy its client certificate from Secrets."""
+    docs = manifests(VALUE_SETS["http-mtls"])
+    config = envoy_config(VALUE_SETS["http-mtls"])
+    http_service = envoyconfig.ext_authz_filter(config)["http_service"]
+    assert http_service["server_uri"]["uri"] == f"https://{HEADLESS}:9192"
+    assert http_service["path_prefix"] == "/check"
+    cluster = envoyconfig.cluster(config, "extauthz")
+    assert cluster["health_checks"][0]["http_health_check"] == {"path": "/healthz"}
+    tls = cluster["transport_socket"]["typed_config"]
+    assert tls["@type"].endswith("UpstreamTlsContext")
+    assert tls["sni"] == f"{RELEASE}.{NAMESPACE}.svc.cluster.local"
+    common = tls["common_tls_context"]
+    assert common["alpn_protocols"] == ["http/1.1"]
+    assert common["tls_params"] == {"tls_maximum_protocol_version": "TLSv1_3"}
+    assert common["tls_certificate_sds_secret_configs"][0]["name"] == "authz_client_cert"
+    assert common["validation_context_sds_secret_config"]["name"] == "authz_server_ca"
+    files = one(docs, "ConfigMap", ENVOY)["data"]
+    ca = yaml.safe_load(files["sds-authz-server-ca.yaml"])["resources"][0]["validation_context"]
+    assert ca["match_typed_subject_alt_names"][0]["matcher"] == {"exact": tls["sni"]}
+    cfg = yaml.safe_load(one(docs, "ConfigMap", RELEASE)["data"]["config.yaml"])
+    assert cfg["tls"]["require_client_cert"] is True
+    assert cfg["tls"]["client_ca_file"] == "/etc/extauthz/tls/ca.crt"
+    server = one(docs, "Deployment", RELEASE)
+    envoy = one(docs, "Deployment", ENVOY)
+    secrets = {v["name"]: v.get("secret", {}).get("secretName")
+               for d in (server, envoy) for v in _pod_spec(d)["volumes"]}
+    assert secrets["tls"] == f"{RELEASE}-server-tls"
+    assert secrets["authz-tls"] == f"{RELEASE}-client-tls"
+    certificates = {d["spec"]["secretName"] for d in find(docs, "Certificate")}
+    assert certificates == {f"{RELEASE}-server-tls", f"{RELEASE}-client-tls"}
+
+
+def test_http_transport_with_mtls_probes_the_plaintext_health_port() -> None:
+    """With transport: http + tls the kubelet (no client certificate) probes the plaintext
+    gRPC health port, which moves to the gRPC `port` (unused with http) because the default
+    healthPort is the HTTP port; a distinct healthPort is used as set. The NetworkPolicy keeps
+    the Check port for Envoy only and opens the health port for probes; the loaded config
+    listens on both without a clash."""
+    docs = manifests(VALUE_SETS["http-mtls"])
+    c = _containers(one(docs, "Deployment", RELEASE))[0]
+    assert c["readinessProbe"]["grpc"] == {"port": 9191,
+                                           "service": "envoy.service.auth.v3.Authorization"}
+    assert "httpGet" not in c["readinessProbe"]
+    assert c["startupProbe"]["tcpSocket"] == {"port": 9191}
+    assert c["livenessProbe"]["tcpSocket"] == {"port": 9191}
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "http": 9192, "grpc-health": 9191, "metrics": 9090}
+    data = yaml.safe_load(one(docs, "ConfigMap", RELEASE)["data"]["config.yaml"])
+    env = {k: v for k, v in _env(c).items() if isinstance(v, str)}
+    settings = extauthz_config.apply_env(extauthz_config.from_mapping(data, "c.yaml"), env)
+    assert (settings.transport, settings.http_listen, settings.health_listen) == (
+        "http", "0.0.0.0:9192", "0.0.0.0:9191")
+    assert settings.tls.enabled and settings.tls.require_client_cert
+    assert not settings.serves_grpc  # `listen` (9191) is not opened: no clash with health
+    policy = one(find(docs, "NetworkPolicy"), "NetworkPolicy", RELEASE)["spec"]["ingress"]
+    rules = {r["ports"][0]["port"]: r for r in policy}
+    assert rules[9192]["from"]  # Envoy only
+    assert "from" not in rules[9191]  # probes come from the node
+
+    custom = merged(VALUE_SETS["http-mtls"], {"extauthz": {"healthPort": 9300}})
+    c = _containers(one(manifests(custom), "Deployment", RELEASE))[0]
+    assert c["readinessProbe"]["grpc"]["port"] == 9300
+    cfg = yaml.safe_load(one(manifests(custom), "ConfigMap", RELEASE)["data"]["config.yaml"])
+    assert cfg["health_listen"] == "0.0.0.0:9300"
 
 
 # ---- security properties ---------------------------------------------------------------------

@@ -35,9 +35,17 @@ def test_environment_overrides() -> None:
     ({"transport": "http", "http_path_prefix": "check"}, "http_path_prefix"),
     ({"transport": "http", "http_path_prefix": "/check/"}, "http_path_prefix"),
     ({"transport": "http", "http_path_prefix": "/healthz"}, "http_path_prefix"),
-    ({"transport": "both", "tls": {"cert_file": "c", "key_file": "k"}}, "tls: not supported"),
 ])
 def test_invalid_transport_settings_name_the_key(data: dict[str, object], message: str) -> None:
     """Bad values are refused with the file and the key in the message."""
     with pytest.raises(ConfigError, match=message):
         from_mapping(data, "c.yaml")
+
+
+@pytest.mark.parametrize("transport", ["http", "both"])
+def test_tls_applies_to_the_http_listener_too(transport: str) -> None:
+    """The `tls` block is accepted with the HTTP transport: both listeners serve it."""
+    s = from_mapping({"transport": transport, "tls": {"cert_file": "c", "key_file": "k"}},
+                     "c.yaml")
+    assert s.transport == transport
+    assert s.tls.enabled

@@ -135,7 +135,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ := set $cfg "metrics_listen" (printf "0.0.0.0:%d" (int $v.metrics.port)) }}
 {{- end }}
 {{- if .Values.tls.enabled }}
-{{- $_ := set $cfg "health_listen" (printf "0.0.0.0:%d" (int $v.healthPort)) }}
+{{- $_ := set $cfg "health_listen" (printf "0.0.0.0:%d" (include "extauthz.healthPort" . | int)) }}
 {{- $_ := set $cfg "tls" (dict "cert_file" "/etc/extauthz/tls/tls.crt" "key_file" "/etc/extauthz/tls/tls.key" "client_ca_file" "/etc/extauthz/tls/ca.crt" "require_client_cert" .Values.tls.requireClientCert) }}
 {{- end }}
 {{- if include "extauthz.hasPolicy" . }}
@@ -162,6 +162,14 @@ sds_config:
 {{/* The server port Envoy / the sidecars call: the HTTP port or the gRPC Check port. */}}
 {{- define "extauthz.checkPort" -}}
 {{- if include "extauthz.http" . }}{{ .Values.extauthz.httpPort }}{{- else }}{{ .Values.extauthz.port }}{{- end }}
+{{- end }}
+
+{{/* The plaintext gRPC health port (tls.enabled; kubelet probes cannot present a client
+certificate): extauthz.healthPort, or, with transport http where that is also the HTTP port (both
+default 9192), the gRPC `port`, which transport http leaves unused. */}}
+{{- define "extauthz.healthPort" -}}
+{{- $v := .Values.extauthz }}
+{{- if and (include "extauthz.http" .) (eq (int $v.healthPort) (int $v.httpPort)) }}{{ $v.port }}{{- else }}{{ $v.healthPort }}{{- end }}
 {{- end }}
 
 {{/* Name of that port on the container and the Services. */}}
