@@ -27,14 +27,19 @@ Environment (the names users already put in Temporal's Helm values):
 - ``EXTAUTHZ_TRANSPORT``: ``grpc`` (default), ``http`` or ``both``: Envoy's gRPC ext_authz
   protocol on ``listen``, its HTTP protocol on ``http_listen`` (``EXTAUTHZ_HTTP_LISTEN``,
   default ``127.0.0.1:9192``, checks under ``http_path_prefix``, default ``/check``), or both.
+  The ``tls`` block applies to every Check listener (HTTPS with ``transport: http``).
 - ``EXTAUTHZ_LOG_LEVEL`` / ``EXTAUTHZ_LOG_FORMAT`` / ``EXTAUTHZ_AUDIT_ALLOW_SAMPLE_RATE`` /
   ``EXTAUTHZ_WORKERS``: override ``log_level``, ``log_format``, ``audit_allow_sample_rate`` and
   ``workers``.
+- ``EXTAUTHZ_TRACING_ENABLED`` (true/false) / ``EXTAUTHZ_TRACING_ENDPOINT`` /
+  ``EXTAUTHZ_TRACING_HEADERS`` (``name=value,name=value``) / ``EXTAUTHZ_TRACING_SAMPLE_RATIO``:
+  override the ``tracing`` block (OpenTelemetry spans per check, ``extauthz.obs.tracing``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -78,6 +83,20 @@ class TLSSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """OpenTelemetry spans per check (``tracing:``, ``extauthz.obs.tracing``); off by default."""
+
+    enabled: bool = False
+    # OTLP/HTTP (protobuf) URL; one without a path gets /v1/traces. "" = the exporter's own
+    # OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, else http://localhost:4318/v1/traces
+    endpoint: str = ""
+    # sent with every export (e.g. a collector's API key): never printed
+    headers: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
+    # probability of keeping a root span; a caller's sampled flag is always followed
+    sample_ratio: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything ``extauthz serve`` needs."""
 
@@ -111,6 +130,7 @@ class Settings:
     transport: str = "grpc"
     http_listen: str = DEFAULT_HTTP_LISTEN
     http_path_prefix: str = "/check"
+    tracing: TracingSettings = TracingSettings()
     source: str = "<defaults>"
 
     @property
@@ -342,6 +362,7 @@ def from_mapping(data: object, source: str) -> Settings:
         transport=r.get("transport", str, d.transport).lower(),
         http_listen=r.get("http_listen", str, d.http_listen),
         http_path_prefix=r.get("http_path_prefix", str, d.http_path_prefix),
+        tracing=_tracing(r),
         source=source,
     )
     r.done()
@@ -486,6 +507,8 @@ def apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
                               f"got {workers!r}")
         changes["workers"] = int(workers)
     changes.update(_tls_env_changes(settings, env))
+    if (tracing := _tracing_from_env(settings.tracing, env)) is not settings.tracing:
+        changes["tracing"] = tracing
     if transport := env.get("EXTAUTHZ_TRANSPORT", "").strip():
         changes["transport"] = transport.lower()
     if http_listen := env.get("EXTAUTHZ_HTTP_LISTEN", "").strip():
@@ -554,3 +577,93 @@ def _tls_from_env(tls: TLSSettings, env: Mapping[str, str]) -> TLSSettings:
     tls = dataclasses.replace(tls, **changes)
     check_tls(tls, "EXTAUTHZ_TLS_*", "environment")
     return tls
+
+
+# what `tracing.enabled` needs (the `tracing` extra); found, not imported, when loading config
+TRACING_MODULES = ("opentelemetry.sdk.trace",
+                   "opentelemetry.exporter.otlp.proto.http.trace_exporter")
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+                   "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _tracing(r: _Reader) -> TracingSettings:
+    raw = r.data.get("tracing")
+    r.used.add("tracing")
+    t = _Reader({} if raw is None else raw, r.key("tracing"), r.source)
+    d = TracingSettings()
+    raw_headers = t.data.get("headers")
+    t.used.add("headers")
+    if raw_headers is None:
+        raw_headers = {}
+    if not isinstance(raw_headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in raw_headers.items()):
+        raise t.error("headers", "expected a mapping of header name to string value")
+    tracing = TracingSettings(
+        enabled=t.get("enabled", bool, d.enabled),
+        endpoint=t.get("endpoint", str, d.endpoint).strip(),
+        headers=tuple(raw_headers.items()),
+        sample_ratio=t.get("sample_ratio", float, d.sample_ratio),
+    )
+    t.done()
+    check_tracing(tracing, r.key("tracing"), r.source)
+    return tracing
+
+
+def check_tracing(tracing: TracingSettings, key: str, source: str) -> None:
+    """Reject bad ``tracing`` settings, and ``enabled`` without the ``tracing`` extra."""
+    endpoint = tracing.endpoint
+    scheme, sep, rest = endpoint.partition("://")
+    if endpoint and (scheme not in ("http", "https") or not sep or not rest.split("/")[0]):
+        raise ConfigError(f"{source}: {key}.endpoint: expected an http:// or https:// URL of "
+                          f"an OTLP/HTTP receiver (e.g. http://collector:4318), got {endpoint!r}")
+    if not 0.0 <= tracing.sample_ratio <= 1.0:
+        raise ConfigError(f"{source}: {key}.sample_ratio: expected a fraction between 0 and 1, "
+                          f"got {tracing.sample_ratio!r}")
+    for name, value in tracing.headers:
+        if not name or not set(name) <= _TOKEN:
+            raise ConfigError(f"{source}: {key}.headers: {name!r} is not a valid header name")
+        if "\r" in value or "\n" in value:
+            raise ConfigError(f"{source}: {key}.headers.{name}: the value has a line break")
+    if tracing.enabled:
+        for module in TRACING_MODULES:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                raise ConfigError(
+                    f"{source}: {key}.enabled: tracing needs the OpenTelemetry packages "
+                    f"({module} is not installed): pip install 'temporal-extauthz[tracing]', "
+                    "or set enabled: false")
+
+
+def _tracing_from_env(tracing: TracingSettings, env: Mapping[str, str]) -> TracingSettings:
+    """The ``tracing`` block with ``EXTAUTHZ_TRACING_*`` on top (same object if none)."""
+    changes: dict[str, Any] = {}
+    if enabled := env.get("EXTAUTHZ_TRACING_ENABLED", "").strip().lower():
+        if enabled not in ("1", "true", "yes", "0", "false", "no"):
+            raise ConfigError("environment: EXTAUTHZ_TRACING_ENABLED: expected true or false, "
+                              f"got {enabled!r}")
+        changes["enabled"] = enabled in ("1", "true", "yes")
+    if "EXTAUTHZ_TRACING_ENDPOINT" in env:
+        changes["endpoint"] = env["EXTAUTHZ_TRACING_ENDPOINT"].strip()
+    if headers := env.get("EXTAUTHZ_TRACING_HEADERS", "").strip():
+        pairs = []
+        for item in headers.split(","):
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError("environment: EXTAUTHZ_TRACING_HEADERS: expected "
+                                  "name=value,name=value (a value is never shown here)")
+            pairs.append((name.strip(), value.strip()))
+        changes["headers"] = tuple(pairs)
+    if ratio := env.get("EXTAUTHZ_TRACING_SAMPLE_RATIO", "").strip():
+        try:
+            changes["sample_ratio"] = float(ratio)
+        except ValueError:
+            raise ConfigError("environment: EXTAUTHZ_TRACING_SAMPLE_RATIO: expected a number "
+                              f"between 0 and 1, got {ratio!r}") from None
+    if not changes:
+        return tracing
+    tracing = dataclasses.replace(tracing, **changes)
+    check_tracing(tracing, "EXTAUTHZ_TRACING_*", "environment")
+    return tracing

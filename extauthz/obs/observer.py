@@ -6,13 +6,16 @@ Adapters call ``observer.checked(...)`` once per check, after the decision. The 
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from extauthz import methods
 from extauthz.model import Decision, Method
 from extauthz.obs.audit import AuditLog
 from extauthz.obs.metrics import Metrics
 from extauthz.pipeline import CheckInput
+
+if TYPE_CHECKING:  # OpenTelemetry is imported only when tracing is enabled
+    from extauthz.obs.tracing_otel import CheckTracer
 
 
 class Observer(Protocol):
@@ -36,14 +39,17 @@ class NullObserver:
 
 
 class Telemetry:
-    """The server's observer: Prometheus metrics and the audit log (either may be absent)."""
+    """The server's observer: Prometheus metrics, the audit log and a span per check (each may
+    be absent; ``tracer`` is None unless ``tracing.enabled``: then a check pays one test)."""
 
-    __slots__ = ("_audit", "_lookup", "_metrics")
+    __slots__ = ("_audit", "_lookup", "_metrics", "tracer")
 
-    def __init__(self, metrics: Metrics | None = None, audit: AuditLog | None = None):
+    def __init__(self, metrics: Metrics | None = None, audit: AuditLog | None = None,
+                 tracer: CheckTracer | None = None):
         self._metrics = metrics
         self._audit = audit
         self._lookup = methods.lookup
+        self.tracer = tracer
 
     def check_started(self) -> None:
         """Count the check as in flight."""
@@ -67,3 +73,5 @@ class Telemetry:
             metrics.observe(decision, method, seconds)
         if self._audit is not None:
             self._audit.record(req, decision, seconds)
+        if self.tracer is not None:
+            self.tracer.record(req, decision, seconds)

@@ -16,6 +16,7 @@ from extauthz.auth.authenticator import Authenticator
 from extauthz.config import Settings, parse_host_port
 from extauthz.obs.metrics import category
 from extauthz.obs.runtime import Observability
+from extauthz.obs.tracing import start_tracing
 from extauthz.pipeline import Authorizer, Pipeline
 from extauthz.policy import authorize as temporal_default
 from extauthz.rules.reload import PolicyHolder, PolicyStatus, metrics_listener
@@ -48,6 +49,8 @@ class Server:
         # worker: one of `serve --workers N` (shared port, metrics served by the supervisor)
         self.worker = worker
         self.obs = Observability(settings, worker=worker)
+        # a span per check (tracing.enabled); off, nothing of OpenTelemetry is imported
+        self.obs.observer.tracer = start_tracing(settings.tracing, settings.source)
         self.authenticator = authenticator or Authenticator(
             settings.issuers,
             cache_max_entries=settings.token_cache_entries,
@@ -199,6 +202,8 @@ class Server:
             await self._health_grpc.stop(0)
         await self.authenticator.close()
         self.obs.close()
+        if (tracer := self.obs.observer.tracer) is not None:
+            await asyncio.to_thread(tracer.shutdown)  # flush queued spans (bounded by a timeout)
         log.info("stopped")
 
     async def run(self) -> None:

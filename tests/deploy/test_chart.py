@@ -784,7 +784,7 @@ def test_envoy_external_listener_is_the_canonical_one(transport: str) -> None:
         authz = envoyconfig.ext_authz_filter(config)
         sent = [p["exact"] for p in authz["allowed_headers"]["patterns"]]
         assert sent == ["grpc-encoding", "x-request-id", "authorization-extras", "client-name",
-                        "client-version"]
+                        "client-version", "traceparent", "tracestate"]
         assert authz["http_service"]["authorization_request"]["headers_to_add"] == [
             {"key": "x-extauthz-content-type", "value": "%REQ(content-type)%"}]
     assert _without(chart, "address") == _without(canonical, "address")

@@ -29,7 +29,7 @@ IDENTITY = ["x-temporal-authz-subject", "x-temporal-authz-issuer", "x-temporal-a
 # what the server reads besides host, content-length, authorization, x-envoy-auth-partial-body
 # (never content-type: see test_slow_authorizer_is_unavailable_not_allowed)
 HTTP_ALLOWED_HEADERS = ["grpc-encoding", "x-request-id", "authorization-extras", "client-name",
-                        "client-version"]
+                        "client-version", "traceparent", "tracestate"]
 
 
 def _committed(repo_root: Path, transport: str = "grpc") -> dict[str, Any]:

@@ -21,6 +21,7 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2
 from prometheus_client.parser import text_string_to_metric_families
+from support.checks import check_request, frame
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
 from extauthz.devissuer import DevIssuer
@@ -28,20 +29,6 @@ from extauthz.procs import ManagedProcess, free_port, http_get, wait_until
 
 WS = "/temporal.api.workflowservice.v1.WorkflowService/"
 SERVING = 1
-
-
-def frame(message: bytes) -> bytes:
-    return b"\x00" + len(message).to_bytes(4, "big") + message
-
-
-def check_request(path: str, body: bytes,
-                  headers: dict[str, str]) -> external_auth_pb2.CheckRequest:
-    req = external_auth_pb2.CheckRequest()
-    http = req.attributes.request.http
-    http.path, http.method, http.raw_body = path, "POST", body
-    http.headers["content-type"] = "application/grpc"
-    http.headers.update(headers)
-    return req
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
