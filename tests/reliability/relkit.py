@@ -308,6 +308,22 @@ class Load:
             return list(self.outcomes)
 
 
+def wait_calls(load: Load, since: float, count: int = 8, kind: str | None = None,
+               timeout: float = 30.0) -> None:
+    """Wait until ``count`` calls (of ``kind``) that started at or after ``since`` have ended:
+    a phase of the run bounded by calls made, not by a clock that a loaded machine stretches."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done = sum(1 for o in load.snapshot()
+                   if o.started >= since and (kind is None or o.kind == kind))
+        if done >= count:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"only {done} of {count} {kind or 'any'} calls since the "
+                                 f"phase began ended within {timeout}s")
+        time.sleep(0.05)
+
+
 def tally(outcomes: Iterable[Outcome], start: float = 0.0, end: float = float("inf"),
           ) -> Counter[tuple[str, str]]:
     """(kind, code) counts of the calls that started in [start, end)."""

@@ -10,8 +10,8 @@ Envoy vs straight to Temporal, interleaved), and the authz server's RSS and open
 start and end. Bounds: RSS may grow by at most ``RSS_GROWTH_BOUND`` (32 MiB) and fds by at most
 ``FD_GROWTH_BOUND`` (16) over the run.
 
-``EXTAUTHZ_SOAK_SECONDS`` (default 60) and ``EXTAUTHZ_SOAK_RATE`` (operations/s, default 40)
-make it longer or heavier.
+``EXTAUTHZ_SOAK_SECONDS`` (default 150: "a few minutes in CI") and ``EXTAUTHZ_SOAK_RATE``
+(operations/s, default 40) make it longer or heavier.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-SECONDS = float(os.environ.get("EXTAUTHZ_SOAK_SECONDS", "60"))
+SECONDS = float(os.environ.get("EXTAUTHZ_SOAK_SECONDS", "150"))
 RATE = float(os.environ.get("EXTAUTHZ_SOAK_RATE", "40"))
 WARMUP_SECONDS = 5.0
 RSS_GROWTH_BOUND = 32 * 1024 * 1024
