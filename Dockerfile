@@ -23,6 +23,10 @@ WORKDIR /src
 COPY docker/requirements.txt docker/requirements.txt
 RUN python -m venv --without-pip /opt/extauthz
 RUN python -m pip --python /opt/extauthz/bin/python install --only-binary=:all: --no-deps --requirement docker/requirements.txt
+# xds-protos ships an old copy of opentelemetry/proto over opentelemetry-proto's (whichever is
+# installed last wins); the tracing extra's OTLP exporter needs opentelemetry-proto's own files.
+# The pin equals docker/requirements.txt's (a test checks).
+RUN python -m pip --python /opt/extauthz/bin/python install --only-binary=:all: --no-deps --force-reinstall opentelemetry-proto==1.45.2
 COPY pyproject.toml README.md ./
 COPY extauthz extauthz
 RUN python -m pip --python /opt/extauthz/bin/python install --no-deps --no-compile .

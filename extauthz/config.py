@@ -39,6 +39,7 @@ Environment (the names users already put in Temporal's Helm values):
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import importlib.util
 import os
 from collections.abc import Mapping
@@ -635,6 +636,31 @@ def check_tracing(tracing: TracingSettings, key: str, source: str) -> None:
                     f"{source}: {key}.enabled: tracing needs the OpenTelemetry packages "
                     f"({module} is not installed): pip install 'temporal-extauthz[tracing]', "
                     "or set enabled: false")
+        if problem := otel_proto_clash():
+            raise ConfigError(f"{source}: {key}.enabled: {problem}")
+
+
+def otel_proto_clash() -> str | None:
+    """Why the OTLP exporter cannot load, when another package overwrote its protobuf modules.
+
+    ``xds-protos`` (the Envoy API, a core dependency) ships an old copy of
+    ``opentelemetry/proto`` into the same folder as ``opentelemetry-proto``; whichever pip
+    installs last wins, and the old copy lacks what the exporter imports. Only called with
+    tracing enabled: it imports one generated protobuf module.
+    """
+    try:
+        from opentelemetry.proto.common.v1 import common_pb2
+    except ImportError:
+        return None  # not installed at all: the find_spec check above reports that
+    if hasattr(common_pb2, "InstrumentationScope"):
+        return None
+    try:
+        version = importlib.metadata.version("opentelemetry-proto")
+    except importlib.metadata.PackageNotFoundError:
+        version = "<the opentelemetry-sdk version>"
+    return ("the installed opentelemetry/proto modules are the old copy that xds-protos ships, "
+            "not opentelemetry-proto's (pip installed xds-protos last); put them back with: "
+            f"pip install --no-deps --force-reinstall opentelemetry-proto=={version}")
 
 
 def _tracing_from_env(tracing: TracingSettings, env: Mapping[str, str]) -> TracingSettings:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from extauthz import methods
-from extauthz.config import ConfigError, TracingSettings
+from extauthz.config import ConfigError, TracingSettings, otel_proto_clash
 from extauthz.model import Decision
 from extauthz.obs.metrics import result_of
 from extauthz.pipeline import CheckInput
@@ -149,6 +149,8 @@ def start_tracing(settings: TracingSettings, source: str = "<config>") -> CheckT
     """The tracer of this process, or None when tracing is off (nothing imported then)."""
     if not settings.enabled:
         return None
+    if problem := otel_proto_clash():
+        raise ConfigError(f"{source}: tracing.enabled: {problem}")
     try:
         from extauthz.obs import tracing_otel
     except ImportError as exc:

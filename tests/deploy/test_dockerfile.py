@@ -267,3 +267,25 @@ def test_installed_server_decides_and_serves_without_writing_to_its_install(
     finally:
         assert proc.stop(grace=15) == 0, proc.log_tail()
     assert _files(installed) == before, sorted(_files(installed) ^ before)
+
+
+def test_otel_proto_reinstall_pins_the_same_version_as_the_requirements() -> None:
+    """The build step that puts opentelemetry-proto's files back over xds-protos's old copy
+    installs exactly the version docker/requirements.txt pins."""
+    pins = dict(line.split("==") for line in
+                (REPO / "docker" / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    runs = [run for run in _stage("build").args("RUN") if "--force-reinstall" in run]
+    assert runs and runs[0].endswith(f"opentelemetry-proto=={pins['opentelemetry-proto']}")
+
+
+def test_installed_image_set_can_enable_tracing(installed: Path, tmp_path: Path) -> None:
+    """In the image's venv the OTLP exporter loads: `extauthz validate` accepts a config with
+    tracing enabled (it refuses one when xds-protos's old opentelemetry/proto won)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tracing:\n  enabled: true\nissuers:\n  - issuer: https://issuer.test\n"
+                   "    audiences: [temporal]\n")
+    out = subprocess.run([str(installed / "bin" / "extauthz"), "validate", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60, check=False,
+                         env={"PATH": f"{installed / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr

@@ -327,3 +327,33 @@ def test_enabled_without_the_extra_is_a_config_error_naming_the_extra(
     else:  # the next problem: no issuer
         assert "tracing" not in out.stderr
         assert "issuers: no token issuer configured" in out.stderr
+
+
+_WITH_XDS_COPY = textwrap.dedent("""
+    import sys, types
+    # the common module as the old copy xds-protos installs has it: no InstrumentationScope
+    sys.modules["opentelemetry.proto.common.v1.common_pb2"] = types.ModuleType("common_pb2")
+    from extauthz.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_the_xds_protos_copy_of_otel_proto_is_a_config_error_with_the_fix(tmp_path: Path) -> None:
+    """xds-protos and opentelemetry-proto install the same files; when the old copy wins, the
+    OTLP exporter cannot load. `extauthz validate` with tracing enabled says so and prints the
+    pip command that puts the right files back, instead of failing later or tracing nothing."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("tracing:\n  enabled: true\n")
+    out = subprocess.run([sys.executable, "-c", _WITH_XDS_COPY, "validate", "--config", str(cfg)],
+                         capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
+                         env={"PATH": "/usr/bin:/bin"})
+    assert out.returncode == 2, out.stderr
+    assert f"{cfg}: tracing.enabled: the installed opentelemetry/proto modules" in out.stderr
+    assert "pip install --no-deps --force-reinstall opentelemetry-proto==" in out.stderr
+
+
+def test_this_environment_has_opentelemetry_protos_own_files() -> None:
+    """The test environment (./dev test restores them after installing) loads the exporter."""
+    assert config.otel_proto_clash() is None
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    assert OTLPSpanExporter is not None
