@@ -102,9 +102,11 @@ async def test_bad_id_tokens_never_change_the_decision(dev: DevIssuer, other: De
     start), no label; the log says why and never holds a token."""
     access = dev.mint({"sub": "u-alice", "permissions": ["default:read"]})
     async with running(config_for(dev, **QUIET), config_for(other, **QUIET)) as auth:
-        pipeline = Pipeline(auth)
         for name, (id_token, reason) in _bad_id_tokens(dev, other).items():
             for path in (DESCRIBE, START):
+                # a fresh pipeline per call: `auth.extras_ignored` is rate-limited per reason
+                # within one (test_pipeline_extras pins that)
+                pipeline = Pipeline(auth)
                 plain = await pipeline.check(_call(path, access, None))
                 with structlog.testing.capture_logs() as logs:
                     decision = await pipeline.check(_call(path, access, id_token))
