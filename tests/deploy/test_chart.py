@@ -440,6 +440,18 @@ def test_extra_config_keys_reach_the_server_and_policy_is_mounted() -> None:
     assert "subPath" not in mounts["policy"]
 
 
+def test_tracing_is_set_through_extra_config_and_loads() -> None:
+    """The chart has no tracing values of its own: `extauthz.config.tracing` reaches the
+    server's config.yaml and loads with the real loader (the image carries the packages)."""
+    base: dict[str, Any] = dict(VALUE_SETS["standalone"] or {})
+    values = {**base, "extauthz": {**base["extauthz"], "config": {"tracing": {
+        "enabled": True, "endpoint": "http://otel:4318", "sample_ratio": 0.1}}}}
+    cfg = yaml.safe_load(one(manifests(values), "ConfigMap", RELEASE)["data"]["config.yaml"])
+    settings = extauthz_config.from_mapping(cfg, "config.yaml")
+    assert settings.tracing.enabled and settings.tracing.sample_ratio == 0.1
+    assert settings.tracing.endpoint == "http://otel:4318"
+
+
 def test_oidc_settings_come_from_an_existing_secret_by_reference() -> None:
     """With `oidc.existingSecret` the issuer URL and client id are secretKeyRefs to the named
     keys (the Secret users already create for Temporal's Web UI); an existing policy ConfigMap
