@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import socket
 import ssl
+import tempfile
 import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -65,8 +66,7 @@ class Pki:
             ctx.maximum_version = tls_max
         if certificate:
             issued = (ca or self.client_ca).issue("envoy", client=True)
-            directory = self.secret.parent / f"client-{id(ctx)}"
-            directory.mkdir()
+            directory = Path(tempfile.mkdtemp(prefix="client-", dir=self.secret.parent))
             (directory / "tls.crt").write_bytes(issued.cert)
             (directory / "tls.key").write_bytes(issued.key)
             ctx.load_cert_chain(directory / "tls.crt", directory / "tls.key")
@@ -326,6 +326,10 @@ async def test_a_silent_client_is_closed_after_the_handshake_timeout(pki: Pki) -
         assert await asyncio.wait_for(extra_reader.read(), 2) == b""  # over the cap: closed
         for reader, _ in silent:
             assert await asyncio.wait_for(reader.read(), 3) == b""
+        for _ in range(50):
+            if not srv.handshakes:
+                break
+            await asyncio.sleep(0.01)
         assert len(srv.handshakes) == 0
         assert (await check(srv.port, pki.client())).status == 200
     finally:
