@@ -173,11 +173,19 @@ class ManagedProcess:
             )
 
     def wait_ready(self, check: Callable[[], bool], timeout: float, what: str) -> None:
-        """Poll ``check`` until true; fail fast if the process dies, with the log tail."""
+        """Poll ``check`` until true; fail fast if the process dies, with the log tail.
+
+        On any failure (timeout, death, interrupt) the process is stopped before the error
+        propagates: a process that never became ready is of no use to the caller.
+        """
         try:
             wait_until(check, timeout, what, interval=0.1, alive=self.check_alive)
         except TimeoutError as exc:
+            self.stop()
             raise StartupError(f"{self.name}: {exc}\n{self.log_tail()}") from None
+        except BaseException:
+            self.stop()
+            raise
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the process itself (not its group)."""
@@ -346,17 +354,13 @@ def start_temporal_dev_server(
     proc = ManagedProcess("temporal", argv, log_path=log_path).start()
     target = f"{host}:{port}"
     wanted = ["default", *(n for n in namespaces if n != "default")]
-    try:
-        proc.wait_ready(
-            lambda: _temporal_namespaces_ready(target, wanted)
-            and (http_port is None or _http_api_ready(host, http_port)),
-            timeout,
-            f"Temporal dev server at {target} with namespaces {wanted}"
-            + (f" and its HTTP API on port {http_port}" if http_port is not None else ""),
-        )
-    except BaseException:
-        proc.stop()
-        raise
+    proc.wait_ready(
+        lambda: _temporal_namespaces_ready(target, wanted)
+        and (http_port is None or _http_api_ready(host, http_port)),
+        timeout,
+        f"Temporal dev server at {target} with namespaces {wanted}"
+        + (f" and its HTTP API on port {http_port}" if http_port is not None else ""),
+    )
     return proc
 
 
@@ -385,11 +389,7 @@ def start_envoy(
     ]
     proc = ManagedProcess("envoy", argv, log_path=log_path).start()
     url = f"http://{admin[0]}:{admin[1]}/ready"
-    try:
-        proc.wait_ready(lambda: http_get(url)[0] == 200, timeout, f"Envoy {url}")
-    except BaseException:
-        proc.stop()
-        raise
+    proc.wait_ready(lambda: http_get(url)[0] == 200, timeout, f"Envoy {url}")
     return proc
 
 
@@ -424,11 +424,7 @@ def start_issuer(
     argv += list(extra_args)
     proc = ManagedProcess("devissuer", argv, log_path=log_path).start()
     url = f"http://{host}:{port}/.well-known/openid-configuration"
-    try:
-        proc.wait_ready(lambda: http_get(url)[0] == 200, timeout, f"issuer discovery {url}")
-    except BaseException:
-        proc.stop()
-        raise
+    proc.wait_ready(lambda: http_get(url)[0] == 200, timeout, f"issuer discovery {url}")
     return proc
 
 
@@ -480,15 +476,11 @@ def start_extauthz(
         argv += ["--config", str(config_file)]
     proc = ManagedProcess("extauthz", argv, log_path=log_path, env=env).start()
     target = f"{listen[0]}:{listen[1]}"
-    try:
-        if health_url is not None:
-            proc.wait_ready(lambda: http_get(health_url)[0] == 200, timeout,
-                            f"extauthz health at {health_url}")
-        else:
-            proc.wait_ready(
-                lambda: _grpc_health_serving(target), timeout, f"extauthz health at {target}"
-            )
-    except BaseException:
-        proc.stop()
-        raise
+    if health_url is not None:
+        proc.wait_ready(lambda: http_get(health_url)[0] == 200, timeout,
+                        f"extauthz health at {health_url}")
+    else:
+        proc.wait_ready(
+            lambda: _grpc_health_serving(target), timeout, f"extauthz health at {target}"
+        )
     return proc

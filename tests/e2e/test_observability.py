@@ -91,11 +91,7 @@ def start_prometheus(workdir: Path, targets: dict[str, tuple[str, int, str]]) ->
             f"--web.listen-address={LOOPBACK}:{port}", "--log.level=warn"]
     proc = ManagedProcess("prometheus", argv, log_path=workdir / "prometheus.log").start()
     url = f"http://{LOOPBACK}:{port}"
-    try:
-        proc.wait_ready(lambda: http_get(f"{url}/-/ready")[0] == 200, 30, "Prometheus ready")
-    except BaseException:
-        proc.stop()
-        raise
+    proc.wait_ready(lambda: http_get(f"{url}/-/ready")[0] == 200, 30, "Prometheus ready")
     return Prometheus(proc, url)
 
 

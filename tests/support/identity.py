@@ -86,15 +86,11 @@ def start_authz(workdir: Path, name: str, issuer_url: str, transport: str, *,
                                        "--config", str(path)], log_path=log_path, env=env)
     proc.start()
     authz = Authz(proc, address, f"{health[0]}:{health[1]}", transport, log_path)
-    try:
-        if wait_serving:
-            proc.wait_ready(lambda: authz.health() == "SERVING", 30, "extauthz SERVING")
-        else:
-            proc.wait_ready(lambda: procs.port_open(*address) and procs.port_open(*health),
-                            30, "extauthz listening")
-    except BaseException:
-        proc.stop()
-        raise
+    if wait_serving:
+        proc.wait_ready(lambda: authz.health() == "SERVING", 30, "extauthz SERVING")
+    else:
+        proc.wait_ready(lambda: procs.port_open(*address) and procs.port_open(*health),
+                        30, "extauthz listening")
     return authz
 
 
