@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -18,6 +18,31 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
 from extauthz.procs import LOOPBACK, free_port
+
+T = TypeVar("T")
+
+
+class _Recorder(Generic[T]):
+    """What every recording fake shares: a thread-safe list of what it saw."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: list[T] = []
+
+    def _record(self, item: T) -> None:
+        with self._lock:
+            self._seen.append(item)
+
+    @property
+    def seen(self) -> list[T]:
+        """A snapshot of what was seen so far."""
+        with self._lock:
+            return list(self._seen)
+
+    def clear(self) -> None:
+        """Forget what was seen so far."""
+        with self._lock:
+            self._seen.clear()
 
 
 @dataclass(frozen=True)
@@ -42,14 +67,14 @@ class Decision:
     delay: float = 0.0
 
 
-class RecordingAuthz(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+class RecordingAuthz(_Recorder[SeenCheck],
+                     external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
     """``envoy.service.auth.v3.Authorization`` that records every Check and answers ``decision``
     (deny by default)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.decision = Decision()
-        self._lock = threading.Lock()
-        self._seen: list[SeenCheck] = []
         self.port = free_port()
         self.address = (LOOPBACK, self.port)
         self._server = grpc.server(
@@ -68,31 +93,12 @@ class RecordingAuthz(external_auth_pb2_grpc.AuthorizationServicer):  # type: ign
         """Stop serving (connections are closed at once)."""
         self._server.stop(grace=None)
 
-    @property
-    def seen(self) -> list[SeenCheck]:
-        """A snapshot of the checks so far."""
-        with self._lock:
-            return list(self._seen)
-
-    def clear(self) -> None:
-        """Forget the checks so far."""
-        with self._lock:
-            self._seen.clear()
-
     def Check(
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         http = request.attributes.request.http
-        with self._lock:
-            self._seen.append(
-                SeenCheck(
-                    path=http.path,
-                    method=http.method,
-                    headers=dict(http.headers),
-                    raw_body=bytes(http.raw_body),
-                    request_id=http.id,
-                )
-            )
+        self._record(SeenCheck(path=http.path, method=http.method, headers=dict(http.headers),
+                               raw_body=bytes(http.raw_body), request_id=http.id))
         decision = self.decision
         if decision.delay:
             time.sleep(decision.delay)
@@ -151,12 +157,11 @@ class _Handler(grpc.GenericRpcHandler):  # type: ignore[misc]
         return grpc.unary_unary_rpc_method_handler(unary)
 
 
-class RecordingUpstream:
+class RecordingUpstream(_Recorder["SeenCall"]):
     """A gRPC server that accepts ANY method path, records it and answers an empty message."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._seen: list[SeenCall] = []
+        super().__init__()
         self.port = free_port()
         self.address = (LOOPBACK, self.port)
         self._server = grpc.server(
@@ -165,10 +170,6 @@ class RecordingUpstream:
         )
         self._server.add_generic_rpc_handlers([_Handler(self._record, lambda: b"")])
         self._server.add_insecure_port(f"{LOOPBACK}:{self.port}")
-
-    def _record(self, call: SeenCall) -> None:
-        with self._lock:
-            self._seen.append(call)
 
     def start(self) -> RecordingUpstream:
         """Start serving."""
@@ -179,19 +180,9 @@ class RecordingUpstream:
         """Stop serving."""
         self._server.stop(grace=None)
 
-    @property
-    def seen(self) -> list[SeenCall]:
-        """A snapshot of the calls so far."""
-        with self._lock:
-            return list(self._seen)
-
-    def clear(self) -> None:
-        """Forget the calls so far."""
-        with self._lock:
-            self._seen.clear()
 
 
-class RecordingHttpAuthz:
+class RecordingHttpAuthz(_Recorder[SeenCheck]):
     """Envoy's HTTP ext_authz protocol, recording every check and answering ``decision`` (deny
     by default): the HTTP-mode twin of :class:`RecordingAuthz`, with the same ``seen`` records
     (``path`` without the ``/check`` prefix; ``request_id`` from ``x-request-id``)."""
@@ -201,9 +192,8 @@ class RecordingHttpAuthz:
     def __init__(self) -> None:
         import http.server
 
+        super().__init__()
         self.decision = Decision()
-        self._lock = threading.Lock()
-        self._seen: list[SeenCheck] = []
         self.raw_paths: list[str] = []
         owner = self
 
@@ -260,14 +250,8 @@ class RecordingHttpAuthz:
         self._server.shutdown()
         self._server.server_close()
 
-    @property
-    def seen(self) -> list[SeenCheck]:
-        """A snapshot of the checks so far."""
-        with self._lock:
-            return list(self._seen)
-
     def clear(self) -> None:
-        """Forget the checks so far."""
+        """Forget the checks (and raw paths) so far."""
         with self._lock:
             self._seen.clear()
             self.raw_paths.clear()
