@@ -6,11 +6,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -61,15 +59,6 @@ def wait_health(proc: ManagedProcess, target: str, status: int, timeout: float =
     wait_until(ok, timeout, f"health {status}", alive=proc.check_alive)
 
 
-@pytest.fixture
-def issuer() -> Iterator[DevIssuer]:
-    dev = DevIssuer().start()
-    try:
-        yield dev
-    finally:
-        dev.stop()
-
-
 def test_health_is_not_serving_until_keys_load_then_serving(tmp_path: Path) -> None:
     """Health reports NOT_SERVING while the issuer is unreachable, SERVING once keys load."""
     port = free_port()
@@ -88,14 +77,14 @@ def test_health_is_not_serving_until_keys_load_then_serving(tmp_path: Path) -> N
 
 
 def test_check_allows_and_denies_with_reasons_over_grpc(tmp_path: Path,
-                                                        issuer: DevIssuer) -> None:
+                                                        dev: DevIssuer) -> None:
     """A real gRPC Check: writer allowed with the subject header, reader denied with the reason."""
-    proc, target = start_server(tmp_path, issuer.url)
+    proc, target = start_server(tmp_path, dev.url)
     try:
         wait_health(proc, target, SERVING)
         body = frame(rr.StartWorkflowExecutionRequest(namespace="default").SerializeToString())
-        writer = issuer.mint({"sub": "alice", "permissions": ["default:write"]})
-        reader = issuer.mint({"sub": "bob", "permissions": ["default:read"]})
+        writer = dev.mint({"sub": "alice", "permissions": ["default:write"]})
+        reader = dev.mint({"sub": "bob", "permissions": ["default:read"]})
         with grpc.insecure_channel(target) as channel:
             stub = external_auth_pb2_grpc.AuthorizationStub(channel)
             ok = stub.Check(check_request(WS + "StartWorkflowExecution", body, writer), timeout=5)
@@ -117,16 +106,16 @@ def test_check_allows_and_denies_with_reasons_over_grpc(tmp_path: Path,
 
 
 def test_four_mib_message_is_judged_not_refused_for_size(tmp_path: Path,
-                                                         issuer: DevIssuer) -> None:
+                                                         dev: DevIssuer) -> None:
     """A 4 MiB workflow input fits the server's receive limit and is decided on its namespace."""
-    proc, target = start_server(tmp_path, issuer.url)
+    proc, target = start_server(tmp_path, dev.url)
     try:
         wait_health(proc, target, SERVING)
         msg = rr.StartWorkflowExecutionRequest(namespace="default")
         msg.input.payloads.add(data=b"x" * (4 * 1024 * 1024 - 64))
         body = frame(msg.SerializeToString())
         assert len(body) <= 4194309
-        writer = issuer.mint({"sub": "alice", "permissions": ["default:write"]})
+        writer = dev.mint({"sub": "alice", "permissions": ["default:write"]})
         with grpc.insecure_channel(target) as channel:
             stub = external_auth_pb2_grpc.AuthorizationStub(channel)
             ok = stub.Check(check_request(WS + "StartWorkflowExecution", body, writer), timeout=10)
@@ -136,12 +125,12 @@ def test_four_mib_message_is_judged_not_refused_for_size(tmp_path: Path,
 
 
 def test_sigterm_goes_not_serving_drains_and_exits_zero(tmp_path: Path,
-                                                        issuer: DevIssuer) -> None:
+                                                        dev: DevIssuer) -> None:
     """SIGTERM: health flips to NOT_SERVING, in-flight checks finish, the process exits 0."""
-    proc, target = start_server(tmp_path, issuer.url)
+    proc, target = start_server(tmp_path, dev.url)
     try:
         wait_health(proc, target, SERVING)
-        writer = issuer.mint({"sub": "alice", "permissions": ["default:write"]})
+        writer = dev.mint({"sub": "alice", "permissions": ["default:write"]})
         body = frame(rr.DescribeNamespaceRequest(namespace="default").SerializeToString())
         with grpc.insecure_channel(target) as channel:
             stub = external_auth_pb2_grpc.AuthorizationStub(channel)

@@ -17,13 +17,6 @@ def clock() -> FakeClock:
     return FakeClock(time.time())
 
 
-@pytest.fixture(scope="module")
-def dev() -> Iterator[DevIssuer]:
-    """A shared RS256 dev issuer (tests must not change its keys or mode)."""
-    with DevIssuer() as issuer:
-        yield issuer
-
-
 @pytest.fixture
 def fresh_dev() -> Iterator[DevIssuer]:
     """A private RS256 dev issuer a test may rotate, break or slow down."""

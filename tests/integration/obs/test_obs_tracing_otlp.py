@@ -58,17 +58,8 @@ def receiver() -> Iterator[OtlpReceiver]:
         r.stop()
 
 
-@pytest.fixture(scope="module")
-def issuer() -> Iterator[DevIssuer]:
-    dev = DevIssuer().start()
-    try:
-        yield dev
-    finally:
-        dev.stop()
-
-
 def test_spans_continue_the_callers_trace_on_both_transports_and_reach_the_collector(
-        tmp_path: Path, issuer: DevIssuer, receiver: OtlpReceiver) -> None:
+        tmp_path: Path, dev: DevIssuer, receiver: OtlpReceiver) -> None:
     """Each check's span carries the trace id of its traceparent, the caller's span as parent,
     the decision, reason, method, namespace and principal kind; a denial carries its reason; a
     malformed traceparent starts a new trace without changing the decision; the collector gets
@@ -87,7 +78,7 @@ def test_spans_continue_the_callers_trace_on_both_transports_and_reach_the_colle
           endpoint: {receiver.endpoint}
           headers: {{x-collector-key: k-123}}
         """))
-    env = {**os.environ, "TEMPORAL_AUTH_PROVIDER_URL": issuer.url,
+    env = {**os.environ, "TEMPORAL_AUTH_PROVIDER_URL": dev.url,
            "TEMPORAL_AUTH_CLIENT_ID": "temporal", "EXTAUTHZ_ALLOW_INSECURE_ISSUER": "1",
            "EXTAUTHZ_WORKERS": "1", "EXTAUTHZ_AUDIT_ALLOW_SAMPLE_RATE": "0"}
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
@@ -97,7 +88,7 @@ def test_spans_continue_the_callers_trace_on_both_transports_and_reach_the_colle
     try:
         wait_until(lambda: http_get(f"http://127.0.0.1:{http_port}/healthz")[0] == 200, 30,
                    "extauthz ready", alive=proc.check_alive)
-        reader = issuer.mint({"sub": "svc-1", "permissions": ["default:read"]})
+        reader = dev.mint({"sub": "svc-1", "permissions": ["default:read"]})
         describe = frame(rr.DescribeNamespaceRequest(namespace="default").SerializeToString())
         start = frame(rr.StartWorkflowExecutionRequest(namespace="default").SerializeToString())
         with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
@@ -191,7 +182,7 @@ _SERVE_AND_LIST_MODULES = textwrap.dedent("""
 @pytest.mark.parametrize("enabled", [False, True])
 def test_tracing_off_imports_nothing_of_opentelemetry(tmp_path: Path, enabled: bool,
                                                        receiver: OtlpReceiver,
-                                                       issuer: DevIssuer) -> None:
+                                                       dev: DevIssuer) -> None:
     """Off (the default), a server that answered a gRPC and an HTTP check has not imported a
     single opentelemetry module; on (the control), it has, and both checks became spans."""
     cfg = tmp_path / "c.yaml"
@@ -206,7 +197,7 @@ def test_tracing_off_imports_nothing_of_opentelemetry(tmp_path: Path, enabled: b
     out = subprocess.run([sys.executable, "-c", _SERVE_AND_LIST_MODULES, str(cfg),
                           traceparent("grpc_allow")], capture_output=True, text=True,
                          cwd=REPO, timeout=120, check=False,
-                         env={**os.environ, "TEMPORAL_AUTH_PROVIDER_URL": issuer.url,
+                         env={**os.environ, "TEMPORAL_AUTH_PROVIDER_URL": dev.url,
                               "EXTAUTHZ_ALLOW_INSECURE_ISSUER": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
     imported = json.loads(out.stdout.strip().splitlines()[-1])

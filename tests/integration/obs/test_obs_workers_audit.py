@@ -60,20 +60,11 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def issuer() -> Iterator[DevIssuer]:
-    dev = DevIssuer().start()
-    try:
-        yield dev
-    finally:
-        dev.stop()
-
-
-@pytest.fixture(scope="module")
-def served(issuer: DevIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(dev: DevIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("workers")
     port, metrics_port = free_port(), free_port()
     env = {**os.environ, "EXTAUTHZ_LISTEN": f"127.0.0.1:{port}",
-           "TEMPORAL_AUTH_PROVIDER_URL": issuer.url, "TEMPORAL_AUTH_CLIENT_ID": "temporal",
+           "TEMPORAL_AUTH_PROVIDER_URL": dev.url, "TEMPORAL_AUTH_CLIENT_ID": "temporal",
            "EXTAUTHZ_ALLOW_INSECURE_ISSUER": "1", "PYTHONUNBUFFERED": "1",
            "EXTAUTHZ_METRICS_LISTEN": f"127.0.0.1:{metrics_port}",
            "EXTAUTHZ_AUDIT_ALLOW_SAMPLE_RATE": "1", "EXTAUTHZ_LOG_FORMAT": "json"}
@@ -109,12 +100,12 @@ def send(target: str, requests: list[external_auth_pb2.CheckRequest],
     return codes
 
 
-def traffic(issuer: DevIssuer, n: int) -> tuple[list[external_auth_pb2.CheckRequest], int, int]:
+def traffic(dev: DevIssuer, n: int) -> tuple[list[external_auth_pb2.CheckRequest], int, int]:
     """n checks, a third denied; every one carries tokens in authorization and extras."""
     body = frame(rr.StartWorkflowExecutionRequest(namespace="default").SerializeToString())
-    writer = issuer.mint({"sub": "alice", "permissions": ["default:write"]})
-    reader = issuer.mint({"sub": "bob", "permissions": ["default:read"]})
-    extras = issuer.mint({"sub": "alice", "email": "a@example.com"})
+    writer = dev.mint({"sub": "alice", "permissions": ["default:write"]})
+    reader = dev.mint({"sub": "bob", "permissions": ["default:read"]})
+    extras = dev.mint({"sub": "alice", "email": "a@example.com"})
     reqs, allowed = [], 0
     for i in range(n):
         token = reader if i % 3 == 0 else writer
@@ -127,11 +118,11 @@ def traffic(issuer: DevIssuer, n: int) -> tuple[list[external_auth_pb2.CheckRequ
 
 
 def test_decision_count_equals_checks_sent_across_workers(served: Served,
-                                                          issuer: DevIssuer) -> None:
+                                                          dev: DevIssuer) -> None:
     """200 checks over 16 connections: both workers decide some, and the supervisor's /metrics
     counts exactly 200 decisions (allow and deny split as sent)."""
     before = scrape(served.metrics_port)
-    reqs, allowed, denied = traffic(issuer, 200)
+    reqs, allowed, denied = traffic(dev, 200)
     codes = send(served.target, reqs)
     assert codes.count(code_pb2.OK) == allowed
     after = scrape(served.metrics_port)
@@ -149,11 +140,11 @@ def test_decision_count_equals_checks_sent_across_workers(served: Served,
     assert sum(workers.values()) >= 200
 
 
-def test_metrics_survive_a_worker_crash(served: Served, issuer: DevIssuer) -> None:
+def test_metrics_survive_a_worker_crash(served: Served, dev: DevIssuer) -> None:
     """SIGKILL one worker: the supervisor restarts it, and the decisions the dead worker made
     stay counted beside the new ones."""
     before = total(scrape(served.metrics_port), "extauthz_decisions_total")
-    send(served.target, traffic(issuer, 60)[0])
+    send(served.target, traffic(dev, 60)[0])
     pids = [int(str(e["pid"])) for e in served.lines() if e.get("event") == "worker.started"]
     victim = pids[0]
     os.kill(victim, signal.SIGKILL)
@@ -161,27 +152,27 @@ def test_metrics_survive_a_worker_crash(served: Served, issuer: DevIssuer) -> No
                            for e in served.lines()), 10, "the supervisor to notice")
     wait_until(lambda: sum(1 for e in served.lines() if e.get("event") == "health" and
                            e.get("status") == "SERVING") >= 3, 30, "the new worker")
-    send(served.target, traffic(issuer, 60)[0])
+    send(served.target, traffic(dev, 60)[0])
     after = scrape(served.metrics_port)
     assert total(after, "extauthz_decisions_total") - before == 120
     assert total(after, "extauthz_checks_in_flight") == 0
 
 
-def test_the_log_of_a_run_full_of_tokens_has_no_token(served: Served, issuer: DevIssuer) -> None:
+def test_the_log_of_a_run_full_of_tokens_has_no_token(served: Served, dev: DevIssuer) -> None:
     """Valid, expired, wrong-audience, tampered and foreign tokens plus ID tokens in
     authorization-extras: the audit events name subjects and reasons, never a token, a
     signature, or an authorization value."""
     body = frame(rr.StartWorkflowExecutionRequest(namespace="default").SerializeToString())
-    good = issuer.mint({"sub": "alice", "permissions": ["default:write"]})
+    good = dev.mint({"sub": "alice", "permissions": ["default:write"]})
     tokens = [
         good,
-        issuer.mint({"sub": "carol", "permissions": ["default:read"]}),
-        issuer.mint({"sub": "old"}, ttl=-600),
-        issuer.mint({"sub": "aud", "aud": "someone-else"}),
+        dev.mint({"sub": "carol", "permissions": ["default:read"]}),
+        dev.mint({"sub": "old"}, ttl=-600),
+        dev.mint({"sub": "aud", "aud": "someone-else"}),
         good[:-6] + ("AAAAAA" if not good.endswith("AAAAAA") else "BBBBBB"),
-        issuer.mint({"sub": "kid"}, headers={"kid": "no-such-kid"}),
+        dev.mint({"sub": "kid"}, headers={"kid": "no-such-kid"}),
     ]
-    extras = issuer.mint({"sub": "alice", "email": "alice@example.com"})
+    extras = dev.mint({"sub": "alice", "email": "alice@example.com"})
     reqs = []
     for i, token in enumerate(tokens * 5):
         reqs.append(check_request(WS + "StartWorkflowExecution", body, {
@@ -216,12 +207,12 @@ def test_scrape_passes_promtool_check_metrics(served: Served) -> None:
 
 
 def test_sigterm_stops_every_worker_and_removes_the_metrics_dir(
-        issuer: DevIssuer, tmp_path: Path) -> None:
+        dev: DevIssuer, tmp_path: Path) -> None:
     """SIGTERM to the supervisor: it forwards it, every worker exits, exit status 0, and the
     temporary multi-process directory is gone."""
     port = free_port()
     env = {**os.environ, "EXTAUTHZ_LISTEN": f"127.0.0.1:{port}",
-           "TEMPORAL_AUTH_PROVIDER_URL": issuer.url, "TEMPORAL_AUTH_CLIENT_ID": "temporal",
+           "TEMPORAL_AUTH_PROVIDER_URL": dev.url, "TEMPORAL_AUTH_CLIENT_ID": "temporal",
            "EXTAUTHZ_ALLOW_INSECURE_ISSUER": "1", "PYTHONUNBUFFERED": "1",
            "EXTAUTHZ_METRICS_LISTEN": f"127.0.0.1:{free_port()}", "EXTAUTHZ_LOG_FORMAT": "json",
            "TMPDIR": str(tmp_path)}
@@ -252,11 +243,11 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def test_worker_readiness_waits_do_not_delay_a_single_process(issuer: DevIssuer) -> None:
+def test_worker_readiness_waits_do_not_delay_a_single_process(dev: DevIssuer) -> None:
     """--workers 1 runs in-process (no supervisor) and serves its own /metrics."""
     port, metrics_port = free_port(), free_port()
     env = {**os.environ, "EXTAUTHZ_LISTEN": f"127.0.0.1:{port}",
-           "TEMPORAL_AUTH_PROVIDER_URL": issuer.url, "TEMPORAL_AUTH_CLIENT_ID": "temporal",
+           "TEMPORAL_AUTH_PROVIDER_URL": dev.url, "TEMPORAL_AUTH_CLIENT_ID": "temporal",
            "EXTAUTHZ_ALLOW_INSECURE_ISSUER": "1", "PYTHONUNBUFFERED": "1",
            "EXTAUTHZ_METRICS_LISTEN": f"127.0.0.1:{metrics_port}"}
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"extauthz-single-{port}.log"
