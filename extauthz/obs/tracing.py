@@ -149,11 +149,11 @@ def start_tracing(settings: TracingSettings, source: str = "<config>") -> CheckT
     """The tracer of this process, or None when tracing is off (nothing imported then)."""
     if not settings.enabled:
         return None
-    if problem := otel_proto_clash():
-        raise ConfigError(f"{source}: tracing.enabled: {problem}")
     try:
         from extauthz.obs import tracing_otel
     except ImportError as exc:
+        if problem := otel_proto_clash():
+            raise ConfigError(f"{source}: tracing.enabled: {problem}") from None
         raise ConfigError(f"{source}: tracing.enabled: tracing needs the OpenTelemetry "
                           "packages, which are not installed (pip install "
                           f"'temporal-extauthz[tracing]'): {exc}") from None
