@@ -36,19 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
-    LOOPBACK,
-    LoadRequest,
-    frame,
-    free_port,
-    latency_summary,
-    ratio,
-    run_h2load,
-    summary,
-)
+from bench.common import LoadRequest, frame, latency_summary, ratio, run_h2load, summary
 from bench.server import Server, start_server
 from bench.transports import Address, Transport
 from extauthz import envoyconfig, procs
+from extauthz.procs import LOOPBACK, free_port
 
 WS = "/temporal.api.workflowservice.v1.WorkflowService/"
 NAMESPACE = "default"

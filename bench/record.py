@@ -33,9 +33,9 @@ from envoy.service.auth.v3 import external_auth_pb2
 from google.rpc import code_pb2, status_pb2
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from bench.common import LOOPBACK, free_port
 from extauthz import envoyconfig, procs
 from extauthz.devissuer import DevIssuer
+from extauthz.procs import LOOPBACK, free_port
 
 DATA = Path(__file__).resolve().parent / "data"
 RECORDED = DATA / "check-describe-namespace.bin"

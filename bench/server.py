@@ -22,20 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    LOOPBACK,
     LoadRequest,
     Proc,
     cpu_seconds,
-    free_port,
     python_module,
     ratio,
     rss_bytes,
     run_h2load,
     summary,
     usable_cpus,
-    wait_until,
 )
 from bench.transports import Address, Transport
+from extauthz.procs import LOOPBACK, free_port, wait_until
 
 CLIENTS, STREAMS = 2, 16  # like Envoy: a few connections, many streams each
 
