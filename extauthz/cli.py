@@ -116,7 +116,10 @@ def _validate(args: argparse.Namespace) -> int:
         policy = load_file(policy_path)
         out["policy"] = {"file": str(policy_path), "digest": policy.digest,
                          "profile": policy.profile, "bindings": len(policy.bindings),
-                         "deny_rules": len(policy.deny), "dry_run": policy.dry_run}
+                         "deny_rules": len(policy.deny), "dry_run": policy.dry_run,
+                         "warnings": list(policy.warnings)}
+        for warning in policy.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps(out))
     return 0
 

@@ -35,10 +35,18 @@ ALWAYS_ALLOWED = frozenset({
 })
 
 TASK_QUEUE_MESSAGE = "temporal.api.taskqueue.v1.TaskQueue"
-# string fields that name a task queue directly. Not `sticky_task_queue` (ShutdownWorker): a
-# worker's own sticky queue has a generated name; its normal queue is in `task_queue` beside it
+# string fields that name a task queue directly (`task_queue_name`: a Nexus handler callback)
 TASK_QUEUE_STRING_FIELDS = frozenset({
-    "task_queue", "task_queues", "worker_control_task_queue",
+    "task_queue", "task_queues", "worker_control_task_queue", "task_queue_name",
+})
+# Where a worker legitimately names its own sticky queue: (message, field). A ``TaskQueue`` here
+# with kind STICKY has its ``name`` judged as a sticky queue (a policy may cover it by the
+# SDK's generated shape); everywhere else the server acts on ``name`` whatever the kind says
+# (tests/e2e/test_exact_targets.py shows it), so ``name`` is judged as an ordinary queue.
+STICKY_QUEUE_FIELDS = frozenset({
+    ("temporal.api.workflowservice.v1.PollWorkflowTaskQueueRequest", "task_queue"),
+    ("temporal.api.taskqueue.v1.StickyExecutionAttributes", "worker_task_queue"),
+    ("temporal.api.workflowservice.v1.ShutdownWorkerRequest", "sticky_task_queue"),
 })
 # request fields that identify a namespace by id rather than by name
 NAMESPACE_ID_FIELDS: Mapping[str, str] = {
@@ -53,6 +61,8 @@ CROSS_NAMESPACE_MESSAGES = frozenset({
     "temporal.api.command.v1.StartChildWorkflowExecutionCommandAttributes",
     "temporal.api.workflowservice.v1.StartWorkflowExecutionRequest",
     "temporal.api.workflowservice.v1.UpdateWorkflowExecutionRequest",
+    # a Nexus endpoint's target: its tasks go to this namespace's workers
+    "temporal.api.nexus.v1.EndpointTarget.Worker",
 })
 _MAX_DEPTH = 6
 
@@ -64,7 +74,10 @@ class Extract(enum.Enum):
     OTHER_NAMESPACE = "other_namespace"  # a nested namespace the request also reaches
     NAMESPACE_ID = "namespace_id"  # a namespace named by id
     TASK_QUEUE = "task_queue"  # a temporal.api.taskqueue.v1.TaskQueue message
+    # a TaskQueue message where a worker names its own sticky queue (``STICKY_QUEUE_FIELDS``)
+    STICKY_TASK_QUEUE = "sticky_task_queue"
     TASK_QUEUE_NAME = "task_queue_name"  # a string naming a task queue
+    STICKY_QUEUE_NAME = "sticky_queue_name"  # a string naming the caller's own sticky queue
     MESSAGE = "message"  # descend: something below matters
 
 
@@ -142,6 +155,8 @@ def _plan_field(
             return None
         if top and NAMESPACE_ID_FIELDS.get(desc.name) == fd.name:
             return FieldPlan(Extract.NAMESPACE_ID, name=fd.name)
+        if (desc.full_name, fd.name) in STICKY_QUEUE_FIELDS:
+            return FieldPlan(Extract.STICKY_QUEUE_NAME, repeated, name=fd.name)
         if fd.name in TASK_QUEUE_STRING_FIELDS:
             return FieldPlan(Extract.TASK_QUEUE_NAME, repeated, name=fd.name)
         return None
@@ -149,7 +164,9 @@ def _plan_field(
         return None
     msg = fd.message_type
     if msg.full_name == TASK_QUEUE_MESSAGE:
-        return FieldPlan(Extract.TASK_QUEUE, repeated, name=fd.name)
+        sticky = (desc.full_name, fd.name) in STICKY_QUEUE_FIELDS
+        return FieldPlan(Extract.STICKY_TASK_QUEUE if sticky else Extract.TASK_QUEUE, repeated,
+                         name=fd.name)
     if msg.GetOptions().map_entry or msg.full_name in stack or len(stack) >= _MAX_DEPTH:
         return None
     children = _plan(msg, False, (*stack, msg.full_name))
@@ -208,6 +225,44 @@ def table() -> Mapping[str, MethodEntry]:
     health = Method(HEALTH_SERVICE, "Check", Scope.HEALTH, Access.READ_ONLY)
     entries[health.path] = MethodEntry(health, MessagePlan())
     return entries
+
+
+# Activity completions and heartbeats that name their activity by (workflow id, activity id)
+# and no queue: a queue-restricted grant does not include them unless it opts in
+BY_ID_METHODS = frozenset(
+    f"/{WORKFLOW_SERVICE}/{name}" for name in (
+        "RespondActivityTaskCompletedById", "RespondActivityTaskFailedById",
+        "RespondActivityTaskCanceledById", "RecordActivityTaskHeartbeatById",
+    )
+)
+_QUEUE_EXTRACTS = frozenset({Extract.TASK_QUEUE, Extract.STICKY_TASK_QUEUE,
+                             Extract.TASK_QUEUE_NAME, Extract.STICKY_QUEUE_NAME})
+
+
+def _names_queue(plan: MessagePlan) -> bool:
+    return any(p.extract in _QUEUE_EXTRACTS or _names_queue(p.children)
+               for p in plan.fields.values())
+
+
+@functools.cache
+def queue_methods() -> frozenset[str]:
+    """Paths of the methods whose request can name a task queue (a queue restriction binds
+    them); every other method acts wherever its namespace allows."""
+    return frozenset(p for p, e in table().items() if _names_queue(e.plan))
+
+
+@functools.cache
+def task_token_methods() -> frozenset[str]:
+    """Paths of the methods that act on a task named by a ``task_token``: the token came from a
+    poll, and polls are judged on their queue."""
+    from google.protobuf import descriptor_pool
+
+    pool = descriptor_pool.Default()
+    return frozenset(
+        p for p, e in table().items()
+        if e.request_type
+        and "task_token" in pool.FindMessageTypeByName(e.request_type).fields_by_name
+    )
 
 
 def lookup(path: str) -> MethodEntry | None:

@@ -119,6 +119,10 @@ class Target:
     task_queues: tuple[str, ...] = ()
     # the request names its namespace only by id (e.g. DescribeNamespace{id})
     by_namespace_id: bool = False
+    # queues a worker names as its own sticky queue (STICKY-kind workflow poll, sticky
+    # attributes, ShutdownWorker): judged like task_queues, but a policy may cover them by the
+    # SDKs' generated sticky-queue shape
+    sticky_queues: tuple[str, ...] = ()
 
     @property
     def namespaces(self) -> tuple[str, ...]:
@@ -127,6 +131,13 @@ class Target:
             return (self.namespace,) if self.namespace else ()
         seen = dict.fromkeys((self.namespace, *self.other_namespaces))
         return tuple(ns for ns in seen if ns)
+
+    @property
+    def all_queues(self) -> tuple[str, ...]:
+        """Every non-empty task queue the request names, sticky ones included, once each."""
+        if not self.sticky_queues:
+            return tuple(dict.fromkeys(q for q in self.task_queues if q))
+        return tuple(dict.fromkeys(q for q in (*self.task_queues, *self.sticky_queues) if q))
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,8 @@ class Extracted:
     namespace_id: str = ""
     other_namespaces: list[str] = field(default_factory=list)
     task_queues: list[str] = field(default_factory=list)
+    # queues a worker names as its own sticky queue (a STICKY-kind poll, sticky attributes)
+    sticky_queues: list[str] = field(default_factory=list)
     # fields and messages the scan may still visit: bounds the CPU one request can cost
     budget: int = DEFAULT_SCAN_BUDGET
 
@@ -56,6 +58,7 @@ class Extracted:
             namespace=self.namespace,
             other_namespaces=tuple(self.other_namespaces),
             task_queues=tuple(self.task_queues),
+            sticky_queues=tuple(self.sticky_queues),
             by_namespace_id=bool(self.namespace_id),
         )
 
@@ -207,8 +210,18 @@ def _wrong_type(plan: FieldPlan) -> BodyError:
     )
 
 
-def _task_queue(buf: memoryview, chunks: list[tuple[int, int]], out: Extracted) -> str:
-    """The real queue a ``TaskQueue`` message names, its occurrences merged."""
+def _task_queue(
+    buf: memoryview, chunks: list[tuple[int, int]], out: Extracted, sticky_field: bool
+) -> None:
+    """Record the queues a ``TaskQueue`` message names, its occurrences merged.
+
+    Temporal acts on ``name`` whatever ``kind`` says: a STICKY-kind poll of another team's
+    queue receives its tasks, a STICKY-kind start runs on ``name`` (tests/e2e/
+    test_exact_targets.py). So ``name`` is always judged. ``normal_name`` is judged too when set
+    (stricter than needed: the server refuses it outside sticky polls). Only where a worker
+    names its own sticky queue (``sticky_field``) does a STICKY ``name`` count as a sticky
+    queue, which a policy may cover by the SDKs' generated shape.
+    """
     name = normal = ""
     kind = 0
     for start, end in chunks:
@@ -226,9 +239,12 @@ def _task_queue(buf: memoryview, chunks: list[tuple[int, int]], out: Extracted) 
                     raise BodyError(Reason.MALFORMED_BODY, "task queue kind has the wrong type")
                 # an enum is an int32 on the wire: parsers keep the low 32 bits
                 kind = _varint(buf, vs, ve)[0] & 0xFFFFFFFF
-    if kind == TASK_QUEUE_KIND_STICKY and normal:
-        return normal
-    return name
+    if sticky_field and kind == TASK_QUEUE_KIND_STICKY:
+        out.sticky_queues.append(name)
+    else:
+        out.task_queues.append(name)
+    if normal:
+        out.task_queues.append(normal)
 
 
 def scan(buf: memoryview, plan: MessagePlan) -> Extracted:
@@ -274,8 +290,8 @@ def _take(buf: memoryview, p: FieldPlan, chunks: list[tuple[int, int]], out: Ext
     kind = p.extract
     if kind is Extract.MESSAGE:
         _scan_message(buf, chunks, p.children, out)
-    elif kind is Extract.TASK_QUEUE:
-        out.task_queues.append(_task_queue(buf, chunks, out))
+    elif kind is Extract.TASK_QUEUE or kind is Extract.STICKY_TASK_QUEUE:
+        _task_queue(buf, chunks, out, kind is Extract.STICKY_TASK_QUEUE)
     else:
         start, end = chunks[-1]  # a singular string: the last occurrence wins
         value = _string(buf, start, end, p.name)
@@ -285,5 +301,7 @@ def _take(buf: memoryview, p: FieldPlan, chunks: list[tuple[int, int]], out: Ext
             out.other_namespaces.append(value)
         elif kind is Extract.NAMESPACE_ID:
             out.namespace_id = value
+        elif kind is Extract.STICKY_QUEUE_NAME:
+            out.sticky_queues.append(value)
         else:
             out.task_queues.append(value)

@@ -7,8 +7,10 @@ scanner reads the bytes as protobuf does (last one wins, merged messages, oneofs
 
 - the request's own ``namespace`` (top level), or its namespace id where the method names one;
 - ``namespace`` of nested messages listed in ``methods.CROSS_NAMESPACE_MESSAGES``;
-- every ``temporal.api.taskqueue.v1.TaskQueue`` (its ``normal_name`` for a sticky queue that
-  has one) and every string field named in ``methods.TASK_QUEUE_STRING_FIELDS``.
+- every ``temporal.api.taskqueue.v1.TaskQueue``: its ``name`` whatever its kind (the server acts
+  on ``name``), and its ``normal_name`` too when set; every string field named in
+  ``methods.TASK_QUEUE_STRING_FIELDS``, and the string fields of ``methods.STICKY_QUEUE_FIELDS``
+  (sticky queues are counted with the others: the oracle does not tell them apart).
 
 Empty values are dropped: an empty string and an absent one decode alike.
 """
@@ -26,8 +28,6 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from extauthz import methods
-
-STICKY = 2
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,9 @@ def _repeated(fd: Any) -> bool:  # upb and pure-python descriptors differ
     return bool(fd.label == FieldDescriptor.LABEL_REPEATED)
 
 
-def _real_queue(tq: Any) -> str:
-    return str(tq.normal_name if tq.kind == STICKY and tq.normal_name else tq.name)
+def _judged_queues(tq: Any) -> list[str]:
+    """The queues one TaskQueue names: ``name``, and ``normal_name`` when set."""
+    return [str(tq.name)] + ([str(tq.normal_name)] if tq.normal_name else [])
 
 
 def extract(message: Message) -> Found:
@@ -87,7 +88,7 @@ def extract(message: Message) -> Found:
 def _walk(message: Message, top: bool, others: Counter[str], queues: Counter[str]) -> None:
     desc: Any = message.DESCRIPTOR
     if desc.full_name == methods.TASK_QUEUE_MESSAGE:
-        queues[_real_queue(message)] += 1
+        queues.update(_judged_queues(message))
         return
     fields: Sequence[tuple[Any, Any]] = message.ListFields()
     for fd, value in fields:
@@ -96,7 +97,8 @@ def _walk(message: Message, top: bool, others: Counter[str], queues: Counter[str
             if (fd.name == "namespace" and not top and not _repeated(fd)
                     and desc.full_name in methods.CROSS_NAMESPACE_MESSAGES):
                 others.update(values)
-            if fd.name in methods.TASK_QUEUE_STRING_FIELDS:
+            if (fd.name in methods.TASK_QUEUE_STRING_FIELDS
+                    or (desc.full_name, fd.name) in methods.STICKY_QUEUE_FIELDS):
                 queues.update(values)
         elif fd.type == FieldDescriptor.TYPE_MESSAGE:
             if fd.message_type.GetOptions().map_entry:
@@ -112,7 +114,7 @@ def _walk(message: Message, top: bool, others: Counter[str], queues: Counter[str
 def scanned(found: Any) -> Found:
     """The scanner's ``wire.Extracted`` in the oracle's shape."""
     others = Counter(str(x) for x in found.other_namespaces)
-    queues = Counter(str(x) for x in found.task_queues)
+    queues = Counter(str(x) for x in (*found.task_queues, *found.sticky_queues))
     others.pop("", None)
     queues.pop("", None)
     return Found(found.namespace, found.namespace_id, others, queues)

@@ -18,7 +18,8 @@ Schema (``docs/policy.md`` documents every key):
     claims: {groups: [groups], scopes: [scope, scp], client_id: [client_id, azp]}
     principal_kind: {service: MATCHER}       # absent: the built-in rule
     roles: {NAME: {categories: [...], methods: [...], roles: [...], except: {...}}}
-    bindings: [{name, match: MATCHER, roles, namespaces, task_queues?, cluster?}]
+    bindings: [{name, match: MATCHER, roles, namespaces, task_queues?, sticky_task_queues?,
+                allow_by_id?, cluster?}]
     deny: [{name, match: MATCHER, unless?: MATCHER, methods?, categories?, namespaces?,
             task_queues?, dry_run?, message?}]
 """
@@ -34,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from extauthz import methods
 from extauthz.config import ConfigError
 from extauthz.rules import categories as cat
 from extauthz.rules.globs import GlobError, NameSet, compile_names
@@ -78,6 +80,12 @@ class Binding:
     cluster: bool
     methods: frozenset[str]  # namespace-scoped paths granted on `namespaces`
     cluster_methods: frozenset[str]  # cluster-scoped paths granted
+    # with task_queues: the worker's own sticky queues it may name (None: the SDKs' generated
+    # shape, ``sticky.sdk_sticky_name``; an empty set: only names task_queues covers)
+    sticky_task_queues: NameSet | None = None
+    # with task_queues: also grant the by-id activity completions and heartbeats, which name
+    # no queue (off: a queue-restricted grant must not reach other queues' activities)
+    allow_by_id: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +117,8 @@ class Policy:
     roles: Mapping[str, RoleDef] = field(default_factory=lambda: types.MappingProxyType({}))
     bindings: tuple[Binding, ...] = ()
     deny: tuple[DenyRule, ...] = ()
+    # what `extauthz validate` warns about: legal, but probably not what the author meant
+    warnings: tuple[str, ...] = ()
 
 
 def temporal_compatible(source: str = "<temporal-compatible>") -> Policy:
@@ -243,7 +253,8 @@ def compile_policy(data: object, source: str, digest: str = "") -> Policy:
         pk.done()
     roles = _roles(r, profile)
     names: set[str] = set()
-    bindings = _bindings(r, roles, names)
+    warnings: list[str] = []
+    bindings = _bindings(r, roles, names, warnings)
     deny = _deny_rules(r, names)
     dry_run = r.bool_("dry_run", False)
     r.done()
@@ -259,6 +270,7 @@ def compile_policy(data: object, source: str, digest: str = "") -> Policy:
         roles=types.MappingProxyType(roles),
         bindings=bindings,
         deny=deny,
+        warnings=tuple(warnings),
     )
 
 
@@ -454,7 +466,8 @@ def _list(r: _R, name: str) -> list[Any]:
     return v
 
 
-def _bindings(r: _R, roles: Mapping[str, RoleDef], names: set[str]) -> tuple[Binding, ...]:
+def _bindings(r: _R, roles: Mapping[str, RoleDef], names: set[str],
+              warnings: list[str]) -> tuple[Binding, ...]:
     out: list[Binding] = []
     cluster_cat = cat.categories()["cluster"]
     cluster_read = cat.categories()["cluster-read"]
@@ -488,9 +501,29 @@ def _bindings(r: _R, roles: Mapping[str, RoleDef], names: set[str]) -> tuple[Bin
             cl = granted & cluster_read
         if namespaces is None:
             ns_methods = frozenset()
+        # `[]` is meaningful here: no sticky queue beyond what task_queues covers
+        sticky = (compile_names([]) if b.raw("sticky_task_queues") == []
+                  else _names(b, "sticky_task_queues", namespace=False))
+        allow_by_id = b.bool_("allow_by_id", False)
+        if queues is None:
+            for key in ("sticky_task_queues", "allow_by_id"):
+                if b.has(key):
+                    raise b.err(key, "only means something with `task_queues` (a binding "
+                                "without `task_queues` already covers every queue)")
+        else:
+            bound = methods.queue_methods() | methods.task_token_methods()
+            free = sorted(methods.table()[p].method.short for p in ns_methods
+                          if p not in bound and (allow_by_id or p not in methods.BY_ID_METHODS))
+            if free:
+                warnings.append(
+                    f"{r.source}: {b.key('task_queues')}: binding {name!r} restricts task "
+                    f"queues, but {len(free)} of its methods name no queue (nor a task token "
+                    f"from a poll) and reach every workflow of its namespaces: "
+                    f"{', '.join(free)}")
         out.append(Binding(
             name=name, matcher=matcher, roles=tuple(role_names), namespaces=namespaces,
             task_queues=queues, cluster=cluster, methods=ns_methods, cluster_methods=cl,
+            sticky_task_queues=sticky, allow_by_id=allow_by_id,
         ))
         b.str_("description")
         b.done()

@@ -7,10 +7,13 @@ It plugs into ``pipeline.Authorizer``. Order of evaluation, for one (principal, 
    (``missing_namespace``), even in dry-run: that is an invariant, not policy.
 3. **Deny rules** (in file order): a rule applies when its matcher holds (and its ``unless``
    matcher, if any, does not), the method is in its
-   set, its ``namespaces`` (if given) match *any* namespace the request reaches and its
-   ``task_queues`` (if given) match *any* queue the request names. The first applying rule
-   denies (``explicit_deny``, ``rule=`` its name) whatever the bindings say. A deny rule
-   without ``namespaces`` also covers cluster-scoped calls; one with ``namespaces`` never does.
+   set, its ``namespaces`` (if given) match *any* namespace the request reaches (a request
+   that names its namespace by id could reach any namespace: every such rule applies) and
+   its ``task_queues`` (if given) match *any* queue the request names (``name`` and, when
+   set, ``normal_name`` of every ``TaskQueue``, sticky queues included). The first applying
+   rule denies (``explicit_deny``, ``rule=`` its name) whatever the bindings say. A deny rule
+   without ``namespaces`` also covers cluster-scoped calls; one with ``namespaces`` covers a
+   cluster-scoped call only when it names a matching namespace (a Nexus endpoint's target).
 4. **Grants**, default deny:
 
    - cluster-scoped methods: a matching binding with ``cluster: true`` whose roles grant the
@@ -29,7 +32,12 @@ It plugs into ``pipeline.Authorizer``. Order of evaluation, for one (principal, 
      (``task_queue_denied`` otherwise). A binding without ``task_queues``, or a Temporal
      permission, covers every queue. An empty queue name is not checked: Temporal fills it
      from the workflow's own queue (activities, children and continue-as-new inherit it), which
-     the worker reached through a poll that was itself checked.
+     the worker reached through a poll that was itself checked. A worker's own sticky queue
+     (a STICKY-kind workflow poll, sticky attributes, ShutdownWorker) is covered by the
+     binding's ``sticky_task_queues`` or, without that key, by the shape of the names the SDKs
+     generate (``extauthz.rules.sticky``). The by-id activity completions and heartbeats
+     (``methods.BY_ID_METHODS``) name no queue: under such grants they are refused unless a
+     granting binding sets ``allow_by_id: true``.
 
 5. **Dry-run** (global ``dry_run``, or per deny rule): a would-be denial of steps 3-4 is
    returned as ``allowed=True, dry_run=True`` with the would-be ``reason`` and ``rule``, so
@@ -54,6 +62,7 @@ from extauthz.model import Decision, Principal, Reason, Role, Scope, Target, quo
 from extauthz.rules import categories as cat
 from extauthz.rules.document import Binding, DenyRule, Policy
 from extauthz.rules.matchers import Facts
+from extauthz.rules.sticky import sdk_sticky_name
 
 PERMISSIONS_RULE = "permissions"
 CLUSTER_READ_RULE = "cluster_read_for_namespace_users"
@@ -132,6 +141,18 @@ def _first(item: tuple[int, object]) -> int:
 
 
 _EMPTY: _Slot[Any] = _Slot((), {}, ())
+
+
+def _covers(b: Binding, queue: str, sticky: bool) -> bool:
+    """Whether a queue-restricted binding covers ``queue`` (a worker's own sticky queue when
+    ``sticky``: by ``sticky_task_queues``, else by the SDKs' generated shape)."""
+    if b.task_queues is not None and queue in b.task_queues:
+        return True
+    if not sticky:
+        return False
+    if b.sticky_task_queues is not None:
+        return queue in b.sticky_task_queues
+    return sdk_sticky_name(queue)
 
 
 class Engine:
@@ -260,9 +281,11 @@ class Engine:
                       trace: list[Step] | None) -> bool:
         where = True
         if rule.namespaces is not None:
-            where = any(ns in rule.namespaces for ns in target.namespaces)
+            # a namespace named by id could be any namespace: every such rule applies
+            where = target.by_namespace_id or any(
+                ns in rule.namespaces for ns in target.namespaces)
         if where and rule.task_queues is not None:
-            where = any(q in rule.task_queues for q in target.task_queues)
+            where = any(q in rule.task_queues for q in target.all_queues)
         applies = where
         exempt = applies and rule.unless is not None and rule.unless(facts)
         if trace is not None:
@@ -273,7 +296,6 @@ class Engine:
                 "exempt (unless)" if exempt else "does not apply")
             trace.append(Step("deny-rule", rule.name, outcome, detail))
         return applies and not exempt
-        return applies
 
     # ---- grants ---------------------------------------------------------------------------
 
@@ -307,6 +329,7 @@ class Engine:
                     principal=p, target=t,
                 )
         queues = tuple(dict.fromkeys(q for q in t.task_queues if q)) if t.task_queues else ()
+        sticky = tuple(dict.fromkeys(q for q in t.sticky_queues if q)) if t.sticky_queues else ()
         reached = t.namespaces
         first: str | None = None
         # Temporal permissions as plain ints (IntFlag arithmetic is slow on the hot path)
@@ -334,20 +357,9 @@ class Engine:
                 )
             if perm or any(b.task_queues is None for b in granting):
                 continue
-            for q in queues:
-                covered = [b.name for b in granting if b.task_queues is not None
-                           and q in b.task_queues]
-                if trace is not None:
-                    trace.append(Step("queue", q, "covered" if covered else "not covered",
-                                      ", ".join(covered)))
-                if not covered:
-                    allowed = "; ".join(f"{b.name}: {b.task_queues}" for b in granting)
-                    return Decision.deny(
-                        Reason.TASK_QUEUE_DENIED,
-                        f"subject {_q(p.subject)} may call {t.method.short} in namespace "
-                        f"{_q(ns)} only on task queues {allowed}; not on {_q(q)}",
-                        principal=p, target=t, rule=granting[0].name,
-                    )
+            refused = self._queues_refused(p, t, ns, granting, queues, sticky, trace)
+            if refused is not None:
+                return refused
         if first is None:  # by id only, no name: the cluster-level grant decided
             first = next((b.name for b in cands if b.cluster), PERMISSIONS_RULE)
         where = ", ".join(_q(ns) for ns in reached) or "a namespace named by id"
@@ -355,6 +367,41 @@ class Engine:
             Reason.ALLOWED, f"subject {_q(p.subject)} may call {t.method.short} in {where}",
             p, t, rule=first,
         )
+
+    @staticmethod
+    def _queues_refused(p: Principal, t: Target, ns: str, granting: list[Binding],
+                        queues: tuple[str, ...], sticky: tuple[str, ...],
+                        trace: list[Step] | None) -> Decision | None:
+        """With every granting binding restricted to queues: the denial for a queue none of
+        them covers, or for a by-id completion none of them opts into; else None."""
+        path = t.method.path
+        if path in methods.BY_ID_METHODS and not any(b.allow_by_id for b in granting):
+            if trace is not None:
+                trace.append(Step("queue", "", "not covered",
+                                  "by-id call names no queue; no binding has allow_by_id"))
+            return Decision.deny(
+                Reason.TASK_QUEUE_DENIED,
+                f"subject {_q(p.subject)} may call {t.method.short} in namespace {_q(ns)} "
+                "only on its task queues, and this call names an activity by id, not by "
+                "queue (a binding opts in with `allow_by_id: true`)",
+                principal=p, target=t, rule=granting[0].name,
+            )
+        checks = [(q, False) for q in queues] + [(q, True) for q in sticky]
+        for q, is_sticky in checks:
+            covered = [b.name for b in granting if _covers(b, q, is_sticky)]
+            if trace is not None:
+                trace.append(Step("queue", q, "covered" if covered else "not covered",
+                                  ", ".join(covered)))
+            if not covered:
+                allowed = "; ".join(f"{b.name}: {b.task_queues}" for b in granting)
+                what = "sticky queue" if is_sticky else "queue"
+                return Decision.deny(
+                    Reason.TASK_QUEUE_DENIED,
+                    f"subject {_q(p.subject)} may call {t.method.short} in namespace "
+                    f"{_q(ns)} only on task queues {allowed}; not on {what} {_q(q)}",
+                    principal=p, target=t, rule=granting[0].name,
+                )
+        return None
 
     def _grant_cluster(self, p: Principal, facts: Facts, t: Target,
                        trace: list[Step] | None, possible: set[int]) -> Decision:

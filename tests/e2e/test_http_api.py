@@ -474,11 +474,12 @@ def test_policy_rules_apply_to_the_http_api(policy_envoy: EnvoyInstance,
                 403, Reason.TASK_QUEUE_DENIED)
         ok = b.post(f"{NS}/default/workflows/b-{uuid.uuid4()}", json=_start_body("billing-x"))
         assert ok.status_code == 200, ok.text
-        # a sticky queue is judged by its normal name, with Temporal's enum shorthand
+        # a start runs on `name` whatever the kind says (Temporal's enum shorthand too): a
+        # sticky kind naming another queue is judged by that name
         _denied(b.post(f"{NS}/default/workflows/b-{uuid.uuid4()}",
                        json={"workflowType": {"name": "W"},
-                             "taskQueue": {"name": "billing-sticky", "kind": "Sticky",
-                                           "normalName": "other"}}),
+                             "taskQueue": {"name": "other", "kind": "Sticky",
+                                           "normalName": "billing-x"}}),
                 403, Reason.TASK_QUEUE_DENIED)
 
 

@@ -226,11 +226,11 @@ def test_body_task_queue_in_any_accepted_spelling(body: bytes) -> None:
     assert _target("POST", START, body).task_queues == ["q"]
 
 
-def test_sticky_shorthand_enum_reads_the_normal_queue() -> None:
-    """Temporal's enum shorthand ("Sticky") is understood, so a sticky queue is judged by its
-    normal name, as in a gRPC body."""
+def test_sticky_shorthand_enum_is_understood() -> None:
+    """Temporal's enum shorthand ("Sticky") is understood; a start's queue is `name` whatever
+    the kind (the server runs the workflow there), with normal_name judged too."""
     body = b'{"taskQueue":{"name":"sticky-1","kind":"Sticky","normalName":"billing"}}'
-    assert _target("POST", START, body).task_queues == ["billing"]
+    assert _target("POST", START, body).task_queues == ["sticky-1", "billing"]
     assert httpapi._enum_shorthand(task_queue_pb2.TaskQueueKind.DESCRIPTOR)["Sticky"] == (
         "TASK_QUEUE_KIND_STICKY")
 
@@ -317,13 +317,13 @@ def test_query_cannot_set_a_path_bound_field() -> None:
 
 
 def test_query_sets_unbound_fields_of_the_plan() -> None:
-    """Unbound fields the plan reads come from the query: a sticky kind and normal name make
-    the judged queue the normal one."""
+    """Unbound fields the plan reads come from the query: a kind and normal name are read, and
+    the normal name is judged beside the queue's name."""
     found = _target("GET", f"{TQ}?task_queue.kind=TASK_QUEUE_KIND_STICKY"
                            "&taskQueue.normalName=billing")
-    assert found.task_queues == ["billing"]
+    assert found.task_queues == ["q1", "billing"]
     found = _target("GET", f"{TQ}?task_queue.kind=2&task_queue.normal_name=b%20c+d")
-    assert found.task_queues == ["b c d"]
+    assert found.task_queues == ["q1", "b c d"]
 
 
 def test_query_namespace_id() -> None:

@@ -222,4 +222,6 @@ def test_nested_namespaces_outside_targets_are_not_planned() -> None:
             ".operations(2).start_workflow(1).namespace(1)",
             ".operations(2).update_workflow(2).namespace(1)",
         ],
+        "CreateNexusEndpoint": [".spec(1).target(3).worker(1).namespace(1)"],
+        "UpdateNexusEndpoint": [".spec(3).target(3).worker(1).namespace(1)"],
     }

@@ -75,9 +75,14 @@ def body_error(fn, *args) -> wire.BodyError:  # type: ignore[no-untyped-def]
     return info.value
 
 
-def real_queue(q: taskqueue_pb2.TaskQueue) -> str:
-    """The queue a parsed TaskQueue names: normal_name for a sticky queue that has one."""
-    return q.normal_name if q.kind == STICKY and q.normal_name else q.name
+def judged(q: taskqueue_pb2.TaskQueue) -> list[str]:
+    """The queues a parsed TaskQueue names: `name` whatever the kind, and normal_name if set."""
+    return [q.name] + ([q.normal_name] if q.normal_name else [])
+
+
+def queues_of(found: wire.Extracted) -> list[str]:
+    """Every queue the scanner judged, sticky ones included."""
+    return [*found.task_queues, *found.sticky_queues]
 
 
 # --- unframe ---------------------------------------------------------------------------------
@@ -398,18 +403,40 @@ def test_signal_with_start_task_queue() -> None:
     assert scan("SignalWithStartWorkflowExecution", req.SerializeToString()).task_queues == ["sws"]
 
 
-def test_poll_sticky_queue_means_its_normal_name() -> None:
-    """A sticky poll is for the normal queue named by normal_name."""
+def test_sticky_workflow_poll_judges_name_as_the_sticky_queue() -> None:
+    """A STICKY-kind workflow poll reaches `name` (the server acts on it): `name` is judged as
+    the worker's sticky queue, and normal_name as a queue too."""
     req = rr.PollWorkflowTaskQueueRequest(namespace="ns", task_queue=taskqueue_pb2.TaskQueue(
         name="host-1-sticky", kind=STICKY, normal_name="orders"))
-    assert scan("PollWorkflowTaskQueue", req.SerializeToString()).task_queues == ["orders"]
+    found = scan("PollWorkflowTaskQueue", req.SerializeToString())
+    assert (found.sticky_queues, found.task_queues) == (["host-1-sticky"], ["orders"])
 
 
-def test_poll_normal_queue_ignores_normal_name() -> None:
-    """A normal-kind poll is for `name`, whatever normal_name says."""
+def test_sticky_kind_outside_sticky_fields_is_an_ordinary_queue() -> None:
+    """STICKY kind on an activity poll or a start is not a sticky queue: `name` is judged as
+    an ordinary queue (the server gives that queue's tasks / runs the workflow there)."""
+    tq = taskqueue_pb2.TaskQueue(name="payroll-q7", kind=STICKY, normal_name="billing-a")
+    poll = rr.PollActivityTaskQueueRequest(namespace="ns", task_queue=tq)
+    start = rr.StartWorkflowExecutionRequest(namespace="ns", task_queue=tq)
+    for method, req in (("PollActivityTaskQueue", poll), ("StartWorkflowExecution", start)):
+        found = scan(method, req.SerializeToString())
+        assert (found.task_queues, found.sticky_queues) == (["payroll-q7", "billing-a"], [])
+
+
+def test_poll_normal_queue_judges_name_and_normal_name() -> None:
+    """A normal-kind poll is for `name`; a stray normal_name is judged too (stricter)."""
     req = rr.PollWorkflowTaskQueueRequest(namespace="ns", task_queue=taskqueue_pb2.TaskQueue(
         name="orders", kind=NORMAL, normal_name="other"))
-    assert scan("PollWorkflowTaskQueue", req.SerializeToString()).task_queues == ["orders"]
+    assert scan("PollWorkflowTaskQueue", req.SerializeToString()).task_queues == [
+        "orders", "other"]
+
+
+def test_shutdown_worker_sticky_queue_is_judged() -> None:
+    """ShutdownWorker's sticky_task_queue is read as the worker's sticky queue."""
+    req = rr.ShutdownWorkerRequest(namespace="ns", sticky_task_queue="host:abc",
+                                   task_queue="orders")
+    found = scan("ShutdownWorker", req.SerializeToString())
+    assert (found.sticky_queues, found.task_queues) == (["host:abc"], ["orders"])
 
 
 def test_poll_activity_task_queue() -> None:
@@ -425,7 +452,8 @@ def test_task_queue_kind_is_read_as_int32_like_protobuf() -> None:
     body = ld(1, "ns") + ld(2, tq)
     parsed = rr.PollWorkflowTaskQueueRequest.FromString(body)
     assert parsed.task_queue.kind == STICKY
-    assert scan("PollWorkflowTaskQueue", body).task_queues == [real_queue(parsed.task_queue)]
+    found = scan("PollWorkflowTaskQueue", body)
+    assert (found.sticky_queues, found.task_queues) == (["host-sticky"], ["orders"])
 
 
 def test_task_queue_sent_twice_is_merged() -> None:
@@ -435,8 +463,8 @@ def test_task_queue_sent_twice_is_merged() -> None:
     body = ld(1, "ns") + ld(2, first) + ld(2, last)
     parsed = rr.PollWorkflowTaskQueueRequest.FromString(body)
     assert (parsed.task_queue.name, parsed.task_queue.kind) == ("s2", STICKY)
-    assert scan("PollWorkflowTaskQueue", body).task_queues == [real_queue(parsed.task_queue)]
-    assert real_queue(parsed.task_queue) == "n1"
+    found = scan("PollWorkflowTaskQueue", body)
+    assert (found.sticky_queues, found.task_queues) == (["s2"], ["n1"])
 
 
 def test_task_queue_sent_twice_name_from_last() -> None:
@@ -467,8 +495,9 @@ def test_workflow_task_completed_command_task_queues() -> None:
             worker_task_queue=taskqueue_pb2.TaskQueue(
                 name="host-sticky", kind=STICKY, normal_name="wf")),
     )
-    assert sorted(scan("RespondWorkflowTaskCompleted", body).task_queues) == [
-        "acts", "child", "next", "wf"]
+    found = scan("RespondWorkflowTaskCompleted", body)
+    assert sorted(found.task_queues) == ["acts", "child", "next", "wf"]
+    assert found.sticky_queues == ["host-sticky"]
 
 
 def test_command_with_empty_task_queue_yields_an_empty_queue() -> None:
@@ -600,7 +629,7 @@ def test_oneof_switch_discards_the_earlier_member_like_protobuf() -> None:
     body = ld(9, "ns") + ld(2, command)
     parsed = rr.RespondWorkflowTaskCompletedRequest.FromString(body)
     child = parsed.commands[0].start_child_workflow_execution_command_attributes
-    assert real_queue(child.task_queue) == "z"
+    assert judged(child.task_queue) == ["z"]
     assert scan("RespondWorkflowTaskCompleted", body).task_queues == ["z"]
 
 
@@ -668,9 +697,9 @@ def _completed_expected(m: rr.RespondWorkflowTaskCompletedRequest
                      "start_child_workflow_execution_command_attributes",
                      "continue_as_new_workflow_execution_command_attributes") and (
                 attrs.HasField("task_queue")):  # type: ignore[union-attr]
-            queues.append(real_queue(attrs.task_queue))  # type: ignore[union-attr]
+            queues.extend(judged(attrs.task_queue))  # type: ignore[union-attr]
     if m.HasField("sticky_attributes") and m.sticky_attributes.HasField("worker_task_queue"):
-        queues.append(real_queue(m.sticky_attributes.worker_task_queue))
+        queues.extend(judged(m.sticky_attributes.worker_task_queue))
     if m.worker_control_task_queue:
         queues.append(m.worker_control_task_queue)
     return m.namespace, sorted(ns for ns in others if ns), sorted(queues)
@@ -695,8 +724,8 @@ def test_differential_start_workflow(a: tuple, b: tuple, concat: bool) -> None: 
     parsed = rr.StartWorkflowExecutionRequest.FromString(body)
     found = scan("StartWorkflowExecution", body)
     assert found.namespace == parsed.namespace
-    expected = [real_queue(parsed.task_queue)] if parsed.HasField("task_queue") else []
-    assert found.task_queues == expected
+    expected = judged(parsed.task_queue) if parsed.HasField("task_queue") else []
+    assert sorted(queues_of(found)) == sorted(expected)
 
 
 @DIFF
@@ -710,8 +739,8 @@ def test_differential_poll_merged_task_queue(ns: list[str], tqs: list[taskqueue_
     parsed = rr.PollWorkflowTaskQueueRequest.FromString(body)
     found = scan("PollWorkflowTaskQueue", body)
     assert found.namespace == parsed.namespace
-    expected = [real_queue(parsed.task_queue)] if parsed.HasField("task_queue") else []
-    assert found.task_queues == expected
+    expected = judged(parsed.task_queue) if parsed.HasField("task_queue") else []
+    assert sorted(queues_of(found)) == sorted(expected)
 
 
 @DIFF
@@ -726,7 +755,7 @@ def test_differential_respond_workflow_task_completed(
     namespace, others, queues = _completed_expected(parsed)
     assert found.namespace == namespace
     assert sorted(ns for ns in found.other_namespaces if ns) == others
-    assert sorted(found.task_queues) == queues
+    assert sorted(queues_of(found)) == queues
 
 
 @DIFF
@@ -755,6 +784,6 @@ def test_differential_execute_multi_operation(
         inner_msg = op.start_workflow if op.HasField("start_workflow") else op.update_workflow
         expected_ns.append(inner_msg.namespace)
         if op.HasField("start_workflow") and op.start_workflow.HasField("task_queue"):
-            expected_q.append(real_queue(op.start_workflow.task_queue))
+            expected_q.extend(judged(op.start_workflow.task_queue))
     assert sorted(n for n in found.other_namespaces if n) == sorted(n for n in expected_ns if n)
     assert sorted(found.task_queues) == sorted(expected_q)

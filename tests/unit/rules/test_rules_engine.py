@@ -119,11 +119,36 @@ def e() -> Any:
         (SVC, "PollActivityTaskQueue", {"namespace": "default",
                                         "taskQueue": {"name": "xbilling-a"}},
          False, "task_queue_denied", "billing-worker"),
+        # a sticky poll: `name` is the worker's own sticky queue, covered by the SDK shape
         (SVC, "PollWorkflowTaskQueue", {"namespace": "default", "taskQueue": {
-            "name": "host-1-sticky", "kind": "TASK_QUEUE_KIND_STICKY", "normalName": "billing-a"}},
+            "name": "123@host-0123456789abcdef0123456789abcdef",
+            "kind": "TASK_QUEUE_KIND_STICKY", "normalName": "billing-a"}},
          True, "allowed", "billing-worker"),
         (SVC, "PollWorkflowTaskQueue", {"namespace": "default", "taskQueue": {
-            "name": "billing-sticky", "kind": "TASK_QUEUE_KIND_STICKY", "normalName": "shipping"}},
+            "name": "host:01234567-89ab-4def-8123-456789abcdef",
+            "kind": "TASK_QUEUE_KIND_STICKY", "normalName": "billing-a"}},
+         True, "allowed", "billing-worker"),
+        # ... but not someone else's queue under a sticky kind (the server acts on `name`)
+        (SVC, "PollWorkflowTaskQueue", {"namespace": "default", "taskQueue": {
+            "name": "payroll-q7", "kind": "TASK_QUEUE_KIND_STICKY", "normalName": "billing-a"}},
+         False, "task_queue_denied", "billing-worker"),
+        (SVC, "PollActivityTaskQueue", {"namespace": "default", "taskQueue": {
+            "name": "payroll-q7", "kind": "TASK_QUEUE_KIND_STICKY", "normalName": "billing-a"}},
+         False, "task_queue_denied", "billing-worker"),
+        (SVC, "PollActivityTaskQueue", {"namespace": "default", "taskQueue": {
+            "name": "host:01234567-89ab-4def-8123-456789abcdef",
+            "kind": "TASK_QUEUE_KIND_STICKY", "normalName": "billing-a"}},
+         False, "task_queue_denied", "billing-worker"),
+        (SVC, "StartWorkflowExecution", {"namespace": "default", "taskQueue": {
+            "name": "payroll-q", "kind": "TASK_QUEUE_KIND_STICKY", "normalName": "billing-a"}},
+         False, "task_queue_denied", "billing-worker"),
+        (SVC, "PollWorkflowTaskQueue", {"namespace": "default", "taskQueue": {
+            "name": "123@host-0123456789abcdef0123456789abcdef",
+            "kind": "TASK_QUEUE_KIND_STICKY", "normalName": "shipping"}},
+         False, "task_queue_denied", "billing-worker"),
+        # by-id completions name no queue: refused under queue-restricted grants
+        (SVC, "RespondActivityTaskCompletedById", {"namespace": "default", "workflowId": "p",
+                                                   "activityId": "1"},
          False, "task_queue_denied", "billing-worker"),
         (SVC, "StartWorkflowExecution", {"namespace": "default", "taskQueue": {"name": "shipping"}},
          False, "task_queue_denied", "billing-worker"),
