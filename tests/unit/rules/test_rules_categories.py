@@ -1,7 +1,12 @@
 """Intent categories (`starts-workflows`, `destroys`): a method-by-method review recorded as
-data, kept in step with the installed temporalio."""
+data, kept in step with the installed temporalio and the docs."""
 
 from __future__ import annotations
+
+import collections
+import re
+from collections.abc import Mapping
+from pathlib import Path
 
 import pytest
 from rules_helpers import engine, principal, target
@@ -11,6 +16,7 @@ from extauthz.model import Access, Method, Scope
 from extauthz.rules import categories
 from extauthz.rules.document import PolicyError
 
+REPO = Path(__file__).resolve().parents[3]
 STARTS, DESTROYS = "starts-workflows", "destroys"
 
 
@@ -38,6 +44,9 @@ def test_a_method_nobody_reviewed_is_named_and_blocks_intent_policies(
     new = Method(methods.WORKFLOW_SERVICE, "StartWorkflowTomorrow", Scope.NAMESPACE,
                  Access.WRITE)
     table = {**methods.table(), new.path: methods.MethodEntry(new, methods.MessagePlan())}
+    # the process-wide sets are built (cached) from the real table first, as at start-up
+    categories.categories(), categories.builtin_roles("extended")
+    categories.builtin_cluster_roles()
     monkeypatch.setattr(methods, "table", lambda: table)
     assert categories.unreviewed() == ("WorkflowService/StartWorkflowTomorrow",)
     deny = """
@@ -134,3 +143,37 @@ def test_role_by_intent_category() -> None:
     assert not e.decide(cleaner, target("StartWorkflowExecution", namespace="x")).allowed
     assert not e.decide(operator, delete).allowed
     assert e.decide(operator, target("PatchSchedule", namespace="x")).allowed
+
+
+# ---- the docs follow the code ---------------------------------------
+
+
+def _display_names() -> Mapping[str, str]:
+    """Path → the name docs/policy.md uses: bare when unique in the table, else Service/Method."""
+    table = methods.table()
+    count = collections.Counter(e.method.name for e in table.values())
+    return {p: e.method.name if count[e.method.name] == 1 else e.method.short
+            for p, e in table.items()}
+
+
+def _documented_members() -> dict[str, list[str]]:
+    text = (REPO / "docs" / "policy.md").read_text(encoding="utf-8")
+    section = text.split("<!-- category-members:begin -->", 1)[1]
+    section = section.split("<!-- category-members:end -->", 1)[0]
+    out: dict[str, list[str]] = {}
+    for block in re.split(r"^#### ", section, flags=re.M)[1:]:
+        heading, _, body = block.partition("\n")
+        name = heading.strip().strip("`")
+        members = body.strip().split("\n\n", 1)[0]  # the first paragraph; notes follow
+        out[name] = re.findall(r"`([^`]+)`", members)
+    return out
+
+
+def test_docs_list_each_category_exactly() -> None:
+    """docs/policy.md lists every category, each with exactly the code's methods."""
+    documented = _documented_members()
+    assert list(documented) == list(categories.CATEGORY_NAMES)
+    names = _display_names()
+    for name, paths in categories.categories().items():
+        want = sorted(names[p] for p in paths)
+        assert documented[name] == want, name
