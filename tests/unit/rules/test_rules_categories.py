@@ -1,5 +1,5 @@
 """Intent categories (`starts-workflows`, `destroys`): a method-by-method review recorded as
-data, kept in step with the installed temporalio and the docs."""
+data, kept in step with the installed temporalio, the docs and the example test table."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+import yaml
 from rules_helpers import engine, principal, target
 
 from extauthz import methods
 from extauthz.model import Access, Method, Scope
 from extauthz.rules import categories
 from extauthz.rules.document import PolicyError
+from extauthz.rules.tabletest import case_method
 
 REPO = Path(__file__).resolve().parents[3]
 STARTS, DESTROYS = "starts-workflows", "destroys"
@@ -145,7 +147,7 @@ def test_role_by_intent_category() -> None:
     assert e.decide(operator, target("PatchSchedule", namespace="x")).allowed
 
 
-# ---- the docs follow the code ---------------------------------------
+# ---- the docs and the example table follow the code ---------------------------------------
 
 
 def _display_names() -> Mapping[str, str]:
@@ -177,3 +179,21 @@ def test_docs_list_each_category_exactly() -> None:
     for name, paths in categories.categories().items():
         want = sorted(names[p] for p in paths)
         assert documented[name] == want, name
+
+
+def _table_cases() -> list[dict[str, object]]:
+    data = yaml.safe_load((REPO / "examples" / "policy.tests.yaml").read_text())
+    cases: list[dict[str, object]] = data["cases"]
+    return cases
+
+
+@pytest.mark.parametrize(("category", "rule"), [(STARTS, "only-finance-starts-payroll"),
+                                                (DESTROYS, "developers-never-destroy")])
+def test_example_table_covers_every_member(category: str, rule: str) -> None:
+    """examples/policy.tests.yaml has a denied row by the category's rule for each member of
+    the category (a new member without a row fails, named)."""
+    covered = {case_method(str(c["method"])).method.path for c in _table_cases()
+               if c.get("expect") == "deny" and c.get("rule") == rule}
+    missing = categories.categories()[category] - covered
+    names = _display_names()
+    assert not missing, f"add a row for: {', '.join(sorted(names[p] for p in missing))}"
