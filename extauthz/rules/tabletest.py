@@ -65,10 +65,9 @@ def _expect_of(d: Decision) -> str:
     return "allow" if d.allowed else "deny"
 
 
-def build_target(method: str, request: Mapping[str, Any]) -> Target | Decision:
-    """The Target the server would see for a call given in protobuf JSON form."""
-    from extauthz.offline import encode_request
-
+def case_method(method: str) -> methods.MethodEntry:
+    """The method a case's ``method`` names (bare, ``Service/Method`` or a full path; a bare
+    name in a public service and AdminService means the public one)."""
     path = method if method.startswith("/") else f"/{method}"
     entry = methods.lookup(path) or methods.by_name(method)
     if entry is None:
@@ -85,6 +84,14 @@ def build_target(method: str, request: Mapping[str, Any]) -> Target | Decision:
             raise TableError(f"method {method!r} is ambiguous ({', '.join(sorted(paths))}); "
                              "write Service/Method")
         entry = methods.table()[next(iter(paths))]
+    return entry
+
+
+def build_target(method: str, request: Mapping[str, Any]) -> Target | Decision:
+    """The Target the server would see for a call given in protobuf JSON form."""
+    from extauthz.offline import encode_request
+
+    entry = case_method(method)
     body = encode_request(entry, request)
     headers = {"content-type": "application/grpc"}
     return _PIPELINE.target(entry, CheckInput(entry.method.path, headers, body))
@@ -202,4 +209,4 @@ def report(policy: str, results: list[CaseResult]) -> tuple[str, bool]:
     return "\n".join(lines), failed == 0
 
 
-__all__ = ["CaseResult", "PolicyError", "TableError", "report", "run_file"]
+__all__ = ["CaseResult", "PolicyError", "TableError", "case_method", "report", "run_file"]

@@ -2,7 +2,9 @@
 ``examples/policy.yaml`` (tokens from the dev issuer) → a real Temporal dev server; with Envoy's
 gRPC and its HTTP ext_authz protocol (the ``transport`` fixture).
 
-1. only group `finance` starts workflows in `payroll`; other readers list and describe them;
+1. only group `finance` starts workflows in `payroll`, in any way (the `starts-workflows`
+   category: a platform admin's schedule trigger, backfill or reset is refused too); other
+   readers list and describe them;
 2. developers describe/list/query/read history but cannot terminate, cancel, reset or delete;
 3. the billing service account's worker polls and completes on `billing-*` only; starting a
    workflow on another queue is refused.
@@ -10,11 +12,12 @@ gRPC and its HTTP ext_authz protocol (the ``transport`` fixture).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,10 +29,20 @@ from support.components import (
     start_extauthz,
 )
 from support.workflows import GreetingWorkflow, greet
+from temporalio.api.batch.v1 import message_pb2 as batch
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleBackfill,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    ScheduleSpec,
+    ScheduleState,
+)
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
@@ -69,6 +82,11 @@ def _finance(issuer: IssuerInstance) -> str:
 
 def _developer(issuer: IssuerInstance) -> str:
     return str(issuer.mint(sub="dave", groups=["developers"]))
+
+
+def _platform_admin(issuer: IssuerInstance) -> str:
+    """Group `platform`: admin on every namespace and the cluster, not finance."""
+    return str(issuer.mint(sub="pat", groups=["platform"]))
 
 
 def _billing(issuer: IssuerInstance) -> str:
@@ -114,6 +132,103 @@ async def test_rule1_only_finance_starts_payroll(policy_envoy: EnvoyInstance,
     found = [w.id async for w in auditor.list_workflows(f"WorkflowId = '{wf_id}'")]
     assert found in ([wf_id], [])  # visibility is eventually consistent; the call is allowed
     await handle.terminate("test done")  # finance has write on payroll
+
+
+def _assert_rule1(exc: pytest.ExceptionInfo[RPCError], what: str) -> None:
+    _assert_denied(exc, "explicit_deny")
+    assert "only-finance-starts-payroll" in str(exc.value), what
+
+
+async def test_rule1_platform_admin_cannot_run_a_payroll_schedule(
+    policy_envoy: EnvoyInstance, issuer: IssuerInstance
+) -> None:
+    """Finance creates a paused payroll schedule; a platform admin's trigger, backfill and
+    unpause (PatchSchedule) are refused `explicit_deny` by rule 1 and the schedule starts no
+    run, while finance's own trigger does start one."""
+    finance = await _connect(policy_envoy, _finance(issuer), "payroll")
+    admin = await _connect(policy_envoy, _platform_admin(issuer), "payroll")
+    sched_id = f"payroll-sched-{uuid.uuid4().hex[:8]}"
+    handle = await finance.create_schedule(sched_id, Schedule(
+        action=ScheduleActionStartWorkflow(GreetingWorkflow.run, "payroll", id=f"{sched_id}-wf",
+                                           task_queue="payroll", execution_timeout=WF_TIMEOUT),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(minutes=1))]),
+        state=ScheduleState(paused=True)))
+    try:
+        theirs = admin.get_schedule_handle(sched_id)
+        now = datetime.now(UTC)
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "trigger": lambda: theirs.trigger(rpc_timeout=RPC_TIMEOUT),
+            "backfill": lambda: theirs.backfill(ScheduleBackfill(
+                start_at=now - timedelta(minutes=10), end_at=now,
+                overlap=ScheduleOverlapPolicy.ALLOW_ALL), rpc_timeout=RPC_TIMEOUT),
+            "unpause": lambda: theirs.unpause(note="no", rpc_timeout=RPC_TIMEOUT),
+        }
+        for name, call in calls.items():
+            with pytest.raises(RPCError) as exc:
+                await call()
+            _assert_rule1(exc, name)
+        assert (await theirs.describe()).id == sched_id  # the admin still reads it
+        described = await handle.describe()
+        assert described.schedule.state.paused
+        assert described.info.num_actions == 0
+        assert not described.info.running_actions and not described.info.recent_actions
+        # the same trigger by finance does start a run: the check above can see one
+        await handle.trigger(rpc_timeout=RPC_TIMEOUT)
+        for _ in range(100):
+            described = await handle.describe()
+            if described.info.running_actions or described.info.recent_actions:
+                break
+            await asyncio.sleep(0.1)
+        started = [a.workflow_id for a in described.info.running_actions]
+        assert started or described.info.recent_actions, described.info
+        for wf_id in started:
+            await finance.get_workflow_handle(wf_id).terminate("test done")
+    finally:
+        await handle.delete()
+
+
+async def test_rule1_platform_admin_cannot_reset_payroll_workflows(
+    policy_envoy: EnvoyInstance, issuer: IssuerInstance
+) -> None:
+    """A platform admin's ResetWorkflowExecution of a finished payroll workflow, and a batch
+    reset of it (StartBatchOperation), are refused `explicit_deny` by rule 1; no new run
+    appears, while finance's own reset runs the workflow again."""
+    finance = await _connect(policy_envoy, _finance(issuer), "payroll")
+    admin = await _connect(policy_envoy, _platform_admin(issuer), "payroll")
+    queue = f"payroll-{uuid.uuid4().hex[:8]}"
+    wf_id = f"payroll-{uuid.uuid4()}"
+    async with Worker(finance, task_queue=queue, workflows=[GreetingWorkflow],
+                      activities=[greet]):
+        handle = await finance.start_workflow(GreetingWorkflow.run, "payroll", id=wf_id,
+                                              task_queue=queue, execution_timeout=WF_TIMEOUT)
+        assert await handle.result() == "hello, payroll"
+        first_run = (await handle.describe()).run_id
+        execution = WorkflowExecution(workflow_id=wf_id, run_id=first_run)
+
+        def reset(client: Client) -> Awaitable[rr.ResetWorkflowExecutionResponse]:
+            return client.workflow_service.reset_workflow_execution(
+                rr.ResetWorkflowExecutionRequest(
+                    namespace="payroll", workflow_execution=execution, reason="again",
+                    workflow_task_finish_event_id=4, request_id=str(uuid.uuid4())),
+                retry=False, timeout=RPC_TIMEOUT)
+
+        with pytest.raises(RPCError) as exc:
+            await reset(admin)
+        _assert_rule1(exc, "reset")
+        with pytest.raises(RPCError) as exc:
+            await admin.workflow_service.start_batch_operation(
+                rr.StartBatchOperationRequest(
+                    namespace="payroll", job_id=str(uuid.uuid4()), reason="again",
+                    executions=[execution],
+                    reset_operation=batch.BatchOperationReset(identity="pat")),
+                retry=False, timeout=RPC_TIMEOUT)
+        _assert_rule1(exc, "batch reset")
+        assert (await finance.get_workflow_handle(wf_id).describe()).run_id == first_run
+        # finance may: its reset is a new run, completed by the worker
+        new_run = (await reset(finance)).run_id
+        assert new_run != first_run
+        again = finance.get_workflow_handle(wf_id, run_id=new_run)
+        assert await again.result() == "hello, payroll"
 
 
 # ---- rule 2 -------------------------------------------------------------------------------

@@ -50,6 +50,8 @@ bindings:
         ("roles: {dev: {methods: [StartWorkflow]}}", "roles.dev.methods[0]",
          "did you mean StartWorkflowExecution"),
         ("roles: {dev: {categories: [reads]}}", "roles.dev.categories[0]", "known: read"),
+        ("deny: [{name: d, match: {groups: [g]}, categories: [starts-workflow]}]",
+         "deny[0].categories[0]", "cluster, starts-workflows, destroys"),
         ("roles: {read: {categories: [read]}}", "roles.read", "built-in"),
         ("roles: {dev: {description: x}}", "roles.dev", "grants no method"),
         ("deny: [{name: d, match: {groups: [g]}}]", "deny[0].methods", "categories"),
