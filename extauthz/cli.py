@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     tt.add_argument("file", help="the table (YAML; see docs/policy.md)")
     tt.add_argument("--policy", help="policy file (default: the table's `policy` key)")
 
+    a = sub.add_parser("api-diff", help="compare the Temporal server's API (gRPC reflection) "
+                       "with the one this build judges; exit 1 if the server has methods or "
+                       "target fields this build cannot read")
+    a.add_argument("--address", required=True, help="Temporal frontend HOST:PORT (plaintext)")
+    a.add_argument("--timeout", type=float, default=10.0, help="seconds")
+
     t = sub.add_parser("token", help="mint a token from the development issuer (dev only)")
     t.add_argument("--sub", default="dev-user")
     t.add_argument("--permissions", nargs="*", default=[],
@@ -161,6 +167,17 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_ALLOWED if decision.allowed else EXIT_DENIED
 
 
+def _api_diff(args: argparse.Namespace) -> int:
+    from extauthz.skew import compare_with_server
+
+    try:
+        report = compare_with_server(args.address, args.timeout)
+    except Exception as exc:  # unreachable server, no reflection: a broken invocation
+        raise UsageError(f"cannot read the API of {args.address}: {exc}") from None
+    print(json.dumps(report.as_dict()))
+    return EXIT_ALLOWED if report.safe else EXIT_DENIED
+
+
 def _token(args: argparse.Namespace) -> int:
     from extauthz import devissuer
 
@@ -213,6 +230,7 @@ _COMMANDS: Mapping[str, Any] = {
     "validate": _validate,
     "test": _test,
     "token": _token,
+    "api-diff": _api_diff,
     "stack": _stack,
     "envoy-config": _envoy_config,
 }

@@ -125,7 +125,9 @@ class Server:
                  tls=("mtls" if self.settings.tls.require_client_cert else "tls")
                  if self.settings.tls.enabled else "off",
                  health=f"{self.settings.health_listen}" or "on listen",
-                 issuers=[i.issuer for i in self.settings.issuers])
+                 issuers=[i.issuer for i in self.settings.issuers],
+                 # the API the method table was built from (version skew: `extauthz api-diff`)
+                 temporal_api=_temporal_api())
 
     async def _start_health_server(self) -> None:
         """Serve only ``grpc.health.v1`` (the same statuses) in plaintext on ``health_listen``."""
@@ -244,3 +246,12 @@ def serve(settings: Settings, *, worker: bool = False) -> int:
     else:
         uvloop.run(_serve(settings, worker))
     return 0
+
+
+def _temporal_api() -> str:
+    """``temporalio <version>, <n> methods``: what the method table was built from."""
+    from importlib.metadata import version
+
+    from extauthz import methods
+
+    return f"temporalio {version('temporalio')}, {len(methods.table())} methods"

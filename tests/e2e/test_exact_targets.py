@@ -432,3 +432,27 @@ def test_generated_requests_parse_as_the_server_would() -> None:
         cls: type[Message] = symbol_database.Default().GetSymbol(
             methods.table()[method].request_type)
         assert VICTIM.encode() in cls.FromString(body).SerializeToString(), (method, path)
+
+
+# ---- version skew: the server's own API -----------------------------------------------------
+
+
+def test_api_diff_reads_the_real_server_by_reflection(temporal: TemporalInstance) -> None:
+    """`extauthz api-diff` fetches the dev server's API over gRPC reflection: the server has no
+    method or target field this build cannot read (exit 0), and the report lists methods."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "extauthz", "api-diff", "--address",
+                           temporal.target], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    report = json.loads(done.stdout)
+    assert report["safe"] is True
+    assert report["server_only_methods"] == [] and report["server_only_target_fields"] == []
+    from extauthz.skew import api_of, server_pool
+
+    server = api_of(server_pool(temporal.target))
+    assert ".task_queue" in server["WorkflowService/StartWorkflowExecution"]
+    assert len(server) > 100
