@@ -4,16 +4,18 @@ Temporal (``common/authorization/default_jwt_claim_mapper.go``): the ``permissio
 array of ``"<namespace>:<role>"`` strings; the namespace is case-sensitive, the role is
 lower-cased and one of read, write, worker, admin; the namespace ``temporal-system`` stands for
 the system (cluster) role; anything else is ignored. An optional regex with named groups
-``namespace`` and ``role`` replaces the split at the first colon.
+``namespace`` and ``role`` replaces the split at the first colon; Temporal compiles it with Go's
+``regexp`` and so does this module (``extauthz.goregexp``: RE2 with Go's semantics), so the same
+pattern gives the same roles.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from extauthz.auth.types import ClaimMapping
+from extauthz.goregexp import GoRegexp, GoRegexpError
 from extauthz.model import Principal, Role
 
 SYSTEM_NAMESPACE = "temporal-system"
@@ -29,11 +31,16 @@ ROLE_NAMES: Mapping[str, Role] = {
 class ClaimMapper:
     """Maps verified claims to a Principal; compile once, call per token."""
 
-    __slots__ = ("_mapping", "_regex")
+    __slots__ = ("_mapping", "_namespace_group", "_regex", "_role_group")
 
     def __init__(self, mapping: ClaimMapping):
         self._mapping = mapping
-        self._regex = re.compile(mapping.permissions_regex) if mapping.permissions_regex else None
+        self._regex: GoRegexp | None = None
+        self._namespace_group = self._role_group = 0
+        if mapping.permissions_regex:
+            self._regex = compile_regex(mapping.permissions_regex)
+            self._namespace_group = self._regex.subexp_index("namespace")
+            self._role_group = self._regex.subexp_index("role")
 
     def principal(self, claims: Mapping[str, Any], issuer: str = "") -> Principal:
         """The Principal for a token's claims."""
@@ -75,13 +82,11 @@ class ClaimMapper:
         if self._regex is None:
             namespace, sep, role = item.partition(":")
             return (namespace, role) if sep else None
-        match = self._regex.search(item)  # unanchored, like Go's FindStringSubmatch
+        # unanchored; a group that took no part is "" (an empty namespace or no role), as in Go
+        match = self._regex.find_string_submatch(item)
         if match is None:
             return None
-        ns, rl = match.group("namespace"), match.group("role")
-        if not isinstance(ns, str) or not isinstance(rl, str):
-            return None
-        return ns, rl
+        return match[self._namespace_group], match[self._role_group]
 
 
 def subject_of(claims: Mapping[str, Any], mapping: ClaimMapping = _DEFAULT_MAPPING) -> str:
@@ -106,13 +111,25 @@ def principal_kind(claims: Mapping[str, Any]) -> str:
     return "human"
 
 
+def compile_regex(pattern: str) -> GoRegexp:
+    """``pattern`` compiled as a permissions regex, or ValueError saying what is wrong.
+
+    Go's syntax (RE2): what Go's ``regexp.Compile`` refuses is refused here, at start-up."""
+    try:
+        compiled = GoRegexp(pattern)
+    except GoRegexpError as exc:
+        raise ValueError(f"not a valid Go (RE2) regular expression: {exc}") from None
+    missing = {"namespace", "role"} - set(compiled.names)
+    if missing:
+        raise ValueError("needs named groups (?P<namespace>...) and (?P<role>...); "
+                         f"missing {sorted(missing)}")
+    return compiled
+
+
 def validate_regex(pattern: str) -> str | None:
     """An error message if ``pattern`` is not usable as a permissions regex, else None."""
     try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        return f"not a valid regular expression: {exc}"
-    missing = {"namespace", "role"} - set(compiled.groupindex)
-    if missing:
-        return f"needs named groups (?P<namespace>...) and (?P<role>...); missing {sorted(missing)}"
+        compile_regex(pattern)
+    except ValueError as exc:
+        return str(exc)
     return None

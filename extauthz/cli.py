@@ -30,11 +30,21 @@ def _parser() -> argparse.ArgumentParser:
                    help="server processes sharing the port (default: the `workers` key, else "
                    "one per CPU of the cgroup CPU quota)")
 
-    c = sub.add_parser("check", help="decide one call offline, exactly as the server would")
-    c.add_argument("--method", required=True, help="full method path, e.g. "
-                   "/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution")
+    c = sub.add_parser(
+        "check", help="decide one call offline, exactly as the server would",
+        description="Decide one call offline, through the server's own pipeline, and print "
+        'one JSON object {"allowed", "code", "reason"} (and "explain" with --explain). Every '
+        "method path gets a decision: an unknown method or a path that is not exactly one "
+        "(`//`, `%2F`, ...) is denied with unknown_method, as the server denies it.",
+        epilog="exit status: 0 allowed, 1 denied, 2 a broken invocation (bad flags, bad JSON, "
+        "an unreadable or invalid file); the message is then on stderr and stdout is empty.")
+    c.add_argument("--method", required=True, help="the :path, e.g. "
+                   "/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution; "
+                   "also Service/Method or a method name that only one service has")
     c.add_argument("--namespace", help="shortcut for --request '{\"namespace\": NS}'")
-    c.add_argument("--request", help="the request message in protobuf JSON form")
+    c.add_argument("--request", help="the request message in protobuf JSON form "
+                   "(WorkflowService and OperatorService methods; the server reads no body for "
+                   "AdminService, the health check or an unknown method, so it is ignored there)")
     who = c.add_mutually_exclusive_group(required=True)
     who.add_argument("--claims", help="verified claims as JSON (no signature is checked)")
     who.add_argument("--token", help="a JWT, verified against the configured issuers")

@@ -114,7 +114,9 @@ async def _decide_offline(
     entry = methods.lookup(path) or methods.by_name(method) or _by_bare_name(method)
     if entry is not None:
         path = entry.method.path
-    body = encode_request(entry, request)
+    # The server reads no body for an unknown path, an AdminService method or the health
+    # check, so `--request`/`--namespace` cannot change their decision: not a usage error
+    body = encode_request(entry, request if entry is not None and entry.request_type else {})
     if claims is not None:
         return await _decide(settings, path, body, "offline-claims",
                              StaticClaims(claims, settings.issuers), authorizer)

@@ -117,6 +117,82 @@ def test_health_check_is_allowed_without_permissions() -> None:
     assert verdict(proc)["code"] == "health_check"
 
 
+ADMIN_METHOD = "/temporal.server.api.adminservice.v1.AdminService/DescribeCluster"
+SYSTEM_ADMIN = json.dumps({"sub": "ops", "permissions": ["temporal-system:admin"]})
+NAMESPACE_ADMIN = json.dumps({"sub": "ops", "permissions": ["default:admin"]})
+
+
+@pytest.mark.parametrize("path", [
+    f"{WF}/NoSuchMethod",
+    f"/{START}",
+    f"{WF}%2FStartWorkflowExecution",
+    f"{START}/",
+])
+@pytest.mark.parametrize("body", [["--namespace", "default"],
+                                  ["--request", '{"namespace": "default", "x": 1}']])
+def test_path_that_is_not_a_method_is_a_decision_whatever_the_body(path: str,
+                                                                   body: list[str]) -> None:
+    """An unknown method, `//`, `%2F` or a trailing slash, with --namespace or --request, is
+    denied with unknown_method naming the path (exit 1), as the server does; not exit 2."""
+    proc = run("check", "--method", path, *body, "--claims", WRITER)
+    assert proc.returncode == 1, proc.stderr
+    obj = verdict(proc)
+    assert (obj["allowed"], obj["code"]) == (False, "unknown_method")
+    assert json.dumps(path) in obj["reason"]
+
+
+@pytest.mark.parametrize(("claims", "code", "exit_code"), [
+    (SYSTEM_ADMIN, "allowed", 0),
+    (NAMESPACE_ADMIN, "permission_denied", 1),
+])
+@pytest.mark.parametrize("method", [ADMIN_METHOD, "AdminService/DescribeCluster"])
+def test_admin_service_is_decided_as_cluster_admin(claims: str, code: str, exit_code: int,
+                                                   method: str) -> None:
+    """An AdminService method needs the admin system role, as on the server; its body is not
+    read, so --namespace changes nothing (a namespace admin is still denied)."""
+    proc = run("check", "--method", method, "--namespace", "default", "--claims", claims)
+    assert proc.returncode == exit_code, proc.stderr
+    obj = verdict(proc)
+    assert (obj["allowed"], obj["code"]) == (exit_code == 0, code)
+    if exit_code:
+        assert '"ops"' in obj["reason"] and "AdminService/DescribeCluster" in obj["reason"]
+
+
+def test_health_check_with_a_namespace_is_allowed() -> None:
+    """The health check is always allowed, --namespace or not (the server reads no body)."""
+    proc = run("check", "--method", "/grpc.health.v1.Health/Check", "--namespace", "default",
+               "--claims", "{}")
+    assert proc.returncode == 0, proc.stderr
+    assert verdict(proc)["code"] == "health_check"
+
+
+@pytest.mark.parametrize("path", [ADMIN_METHOD, f"/{START}", f"{WF}/NoSuchMethod",
+                                  "/grpc.health.v1.Health/Check"])
+@pytest.mark.parametrize("permissions", [["temporal-system:admin"], ["default:write"]])
+async def test_check_decides_as_the_server_pipeline(path: str, permissions: list[str]) -> None:
+    """For paths whose body the server never reads, check's decision (given --namespace) is
+    the server pipeline's for a real call with some body."""
+    from extauthz.offline import StaticClaims, decide_offline
+    from extauthz.pipeline import CheckInput, Pipeline
+
+    claims = {"sub": "ops", "permissions": permissions}
+    offline = await decide_offline(path, {"namespace": "default"}, claims=claims)
+    body = b"\x00\x00\x00\x00\x03\x0a\x01x"  # a one-field message the server does not read
+    headers = {"content-type": "application/grpc", "authorization": "Bearer t"}
+    server = await Pipeline(StaticClaims(claims, ())).check(CheckInput(path, headers, body))
+    assert (offline.allowed, offline.reason, offline.message) == (
+        server.allowed, server.reason, server.message)
+
+
+def test_help_states_the_exit_codes_and_unknown_paths() -> None:
+    """`check --help` says every path gets a decision and what exit 0, 1 and 2 mean."""
+    proc = run("check", "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    assert "0 allowed, 1 denied, 2 a broken invocation" in text
+    assert "unknown_method" in text and "AdminService" in text
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["--claims", "{not json"], "--claims is not valid JSON"),
     (["--claims", "[1, 2]"], "--claims must be a JSON object"),

@@ -245,6 +245,25 @@ def test_bad_permissions_regex_is_refused(tmp_path: Path, pattern: str) -> None:
     assert "issuers[0].claims.permissions_regex:" in message
 
 
+@pytest.mark.parametrize("pattern", [
+    "(?P<namespace>\\w+)(?=:):(?P<role>\\w+)", "(?P<namespace>\\w+):(?P<role>\\w+)\\Z",
+])
+def test_permissions_regex_go_refuses_is_refused(tmp_path: Path, pattern: str) -> None:
+    """A regex Python compiles but Go (Temporal's regexp) refuses names the file and the key."""
+    message = load_error(tmp_path, f"issuers:\n  - issuer: {ISSUER}\n"
+                         f"    claims:\n      permissions_regex: '{pattern}'\n")
+    assert "issuers[0].claims.permissions_regex: not a valid Go (RE2) regular expression" \
+        in message
+
+
+def test_permissions_regex_in_go_syntax_is_accepted(tmp_path: Path) -> None:
+    """Go syntax Python lacks (`\\z`, `\\pL`, `[[:alpha:]]`) loads, as Temporal takes it."""
+    pattern = r"^(?P<namespace>[[:alpha:]\pL-]+)\.(?P<role>\w+)\z"
+    path = write(tmp_path, f"issuers:\n  - issuer: {ISSUER}\n"
+                 f"    claims:\n      permissions_regex: '{pattern}'\n")
+    assert config.load(path, env={}).issuers[0].claims.permissions_regex == pattern
+
+
 @pytest.mark.parametrize("alg", ["HS256", "HS512", "none", "rs256"])
 def test_symmetric_or_none_algorithm_is_refused(tmp_path: Path, alg: str) -> None:
     """HS256 (or none, or an unknown spelling) in `algorithms` is refused."""
