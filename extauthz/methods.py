@@ -227,12 +227,16 @@ def table() -> Mapping[str, MethodEntry]:
     return entries
 
 
-# Activity completions and heartbeats that name their activity by (workflow id, activity id)
-# and no queue: a queue-restricted grant does not include them unless it opts in
+# Calls that act on executions that already exist, named by id, whatever queue they run on:
+# by-id activity completions and heartbeats (SDK activity ids are 1, 2, 3...), activity
+# options that move an activity to another queue (the new queue is in the request, the old one
+# is not), and batch operations (terminate, reset, update options... over any workflows). A
+# queue-restricted grant does not include them unless a binding opts in (`allow_by_id`).
 BY_ID_METHODS = frozenset(
     f"/{WORKFLOW_SERVICE}/{name}" for name in (
         "RespondActivityTaskCompletedById", "RespondActivityTaskFailedById",
         "RespondActivityTaskCanceledById", "RecordActivityTaskHeartbeatById",
+        "UpdateActivityOptions", "UpdateActivityExecutionOptions", "StartBatchOperation",
     )
 )
 _QUEUE_EXTRACTS = frozenset({Extract.TASK_QUEUE, Extract.STICKY_TASK_QUEUE,
@@ -249,20 +253,6 @@ def queue_methods() -> frozenset[str]:
     """Paths of the methods whose request can name a task queue (a queue restriction binds
     them); every other method acts wherever its namespace allows."""
     return frozenset(p for p, e in table().items() if _names_queue(e.plan))
-
-
-@functools.cache
-def task_token_methods() -> frozenset[str]:
-    """Paths of the methods that act on a task named by a ``task_token``: the token came from a
-    poll, and polls are judged on their queue."""
-    from google.protobuf import descriptor_pool
-
-    pool = descriptor_pool.Default()
-    return frozenset(
-        p for p, e in table().items()
-        if e.request_type
-        and "task_token" in pool.FindMessageTypeByName(e.request_type).fields_by_name
-    )
 
 
 def lookup(path: str) -> MethodEntry | None:

@@ -101,7 +101,7 @@ INTENT_REVIEW: Mapping[str, Mapping[str, tuple[str, ...]]] = {
         "RegisterNamespace": _NONE,
         "DescribeNamespace": _NONE,
         "ListNamespaces": _NONE,
-        "UpdateNamespace": _NONE,
+        "UpdateNamespace": _D,  # can set the namespace's state to Deleted (seen on the server)
         "DeprecateNamespace": _NONE,
         # workflow executions
         "StartWorkflowExecution": _S,

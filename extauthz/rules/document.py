@@ -517,15 +517,18 @@ def _bindings(r: _R, roles: Mapping[str, RoleDef], names: set[str],
                     raise b.err(key, "only means something with `task_queues` (a binding "
                                 "without `task_queues` already covers every queue)")
         else:
-            bound = methods.queue_methods() | methods.task_token_methods()
+            # methods the queue restriction cannot bind: they name no queue of their own (a
+            # task token is not signed: it can be built for any task of the namespace)
+            by_id = methods.BY_ID_METHODS if allow_by_id else frozenset()
             free = sorted(methods.table()[p].method.short for p in ns_methods
-                          if p not in bound and (allow_by_id or p not in methods.BY_ID_METHODS))
+                          if (p not in methods.queue_methods() or p in by_id)
+                          and (allow_by_id or p not in methods.BY_ID_METHODS))
             if free:
                 warnings.append(
                     f"{r.source}: {b.key('task_queues')}: binding {name!r} restricts task "
-                    f"queues, but {len(free)} of its methods name no queue (nor a task token "
-                    f"from a poll) and reach every workflow of its namespaces: "
-                    f"{', '.join(free)}")
+                    f"queues, but {len(free)} of its methods name no queue of the work they "
+                    f"act on and reach every workflow of its namespaces (task tokens "
+                    f"included: they are not signed): {', '.join(free)}")
         out.append(Binding(
             name=name, matcher=matcher, roles=tuple(role_names), namespaces=namespaces,
             task_queues=queues, cluster=cluster, methods=ns_methods, cluster_methods=cl,

@@ -35,9 +35,10 @@ It plugs into ``pipeline.Authorizer``. Order of evaluation, for one (principal, 
      the worker reached through a poll that was itself checked. A worker's own sticky queue
      (a STICKY-kind workflow poll, sticky attributes, ShutdownWorker) is covered by the
      binding's ``sticky_task_queues`` or, without that key, by the shape of the names the SDKs
-     generate (``extauthz.rules.sticky``). The by-id activity completions and heartbeats
-     (``methods.BY_ID_METHODS``) name no queue: under such grants they are refused unless a
-     granting binding sets ``allow_by_id: true``.
+     generate (``extauthz.rules.sticky``). Calls that act on existing executions by id
+     whatever their queue (``methods.BY_ID_METHODS``: by-id completions, activity options,
+     batch operations) are refused under such grants unless a granting binding sets
+     ``allow_by_id: true``.
 
 5. **Dry-run** (global ``dry_run``, or per deny rule): a would-be denial of steps 3-4 is
    returned as ``allowed=True, dry_run=True`` with the would-be ``reason`` and ``rule``, so
@@ -382,8 +383,8 @@ class Engine:
             return Decision.deny(
                 Reason.TASK_QUEUE_DENIED,
                 f"subject {_q(p.subject)} may call {t.method.short} in namespace {_q(ns)} "
-                "only on its task queues, and this call names an activity by id, not by "
-                "queue (a binding opts in with `allow_by_id: true`)",
+                "only on its task queues, and this call acts on existing executions by id, "
+                "whatever queue they run on (a binding opts in with `allow_by_id: true`)",
                 principal=p, target=t, rule=granting[0].name,
             )
         checks = [(q, False) for q in queues] + [(q, True) for q in sticky]

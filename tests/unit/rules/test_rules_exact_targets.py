@@ -104,21 +104,33 @@ def test_sticky_attributes_and_shutdown_worker_are_judged() -> None:
     assert ok.allowed and (bad.allowed, bad.reason) == (False, Reason.TASK_QUEUE_DENIED)
 
 
-@pytest.mark.parametrize("method", [
-    "RespondActivityTaskCompletedById", "RespondActivityTaskFailedById",
-    "RespondActivityTaskCanceledById", "RecordActivityTaskHeartbeatById",
+@pytest.mark.parametrize(("method", "req"), [
+    (m, {"namespace": "default", "workflowId": "payroll-run", "activityId": "1"})
+    for m in ("RespondActivityTaskCompletedById", "RespondActivityTaskFailedById",
+              "RespondActivityTaskCanceledById", "RecordActivityTaskHeartbeatById")
+] + [
+    # moving payroll's activity onto billing's own queue (seen live: billing then polled it)
+    ("UpdateActivityOptions", {"namespace": "default", "execution": {"workflowId": "p"},
+                               "id": "1", "activityOptions": {"taskQueue": {"name": "billing-a"}},
+                               "updateMask": "taskQueue.name"}),
+    ("UpdateActivityExecutionOptions", {"namespace": "default", "activityId": "1",
+                                        "activityOptions": {"taskQueue": {"name": "billing-a"}}}),
+    # a batch terminate of payroll's workflows (seen live)
+    ("StartBatchOperation", {"namespace": "default", "executions": [{"workflowId": "p"}],
+                             "terminationOperation": {}}),
 ])
-def test_by_id_completions_need_an_explicit_opt_in(method: str) -> None:
-    """A queue-restricted grant does not reach another queue's activity by id; `allow_by_id`
-    opts in; an unrestricted binding grants it as before."""
-    req = {"namespace": "default", "workflowId": "payroll-run", "activityId": "1"}
-    d = decide(engine(BILLING), SVC, method, req)
+def test_by_id_calls_need_an_explicit_opt_in(method: str, req: dict[str, object]) -> None:
+    """A queue-restricted grant does not reach existing work by id (completions, heartbeats,
+    moving an activity to another queue, batches); `allow_by_id` opts in; an unrestricted
+    binding grants it as before."""
+    billing = BILLING.replace("roles: [worker]", "roles: [write]")
+    d = decide(engine(billing), SVC, method, req)
     assert (d.allowed, d.reason) == (False, Reason.TASK_QUEUE_DENIED)
-    assert "allow_by_id" in d.message
-    opted = engine(BILLING.replace('task_queues: ["billing-*"]',
+    assert "allow_by_id" in d.message, d.message
+    opted = engine(billing.replace('task_queues: ["billing-*"]',
                                    'task_queues: ["billing-*"], allow_by_id: true'))
     assert decide(opted, SVC, method, req).allowed
-    free = engine(BILLING.replace('task_queues: ["billing-*"]', "cluster: false"))
+    free = engine(billing.replace('task_queues: ["billing-*"]', "cluster: false"))
     assert decide(free, SVC, method, req).allowed
 
 
