@@ -65,6 +65,12 @@ CROSS_NAMESPACE_MESSAGES = frozenset({
     "temporal.api.nexus.v1.EndpointTarget.Worker",
 })
 _MAX_DEPTH = 6
+# enum fields of a start whose value terminates the running workflow with the same id:
+# WORKFLOW_ID_CONFLICT_POLICY_TERMINATE_EXISTING, WORKFLOW_ID_REUSE_POLICY_TERMINATE_IF_RUNNING
+TERMINATING_POLICIES: Mapping[str, frozenset[int]] = {
+    "workflow_id_conflict_policy": frozenset({3}),
+    "workflow_id_reuse_policy": frozenset({4}),
+}
 
 
 class Extract(enum.Enum):
@@ -78,6 +84,9 @@ class Extract(enum.Enum):
     STICKY_TASK_QUEUE = "sticky_task_queue"
     TASK_QUEUE_NAME = "task_queue_name"  # a string naming a task queue
     STICKY_QUEUE_NAME = "sticky_queue_name"  # a string naming the caller's own sticky queue
+    # a workflow-id policy enum whose value in ``FieldPlan.terminating`` makes a start terminate
+    # the running workflow of that id (seen on the server for both policies below)
+    TERMINATES = "terminates"
     MESSAGE = "message"  # descend: something below matters
 
 
@@ -105,6 +114,7 @@ class FieldPlan:
     repeated: bool = False
     children: MessagePlan = field(default_factory=MessagePlan)
     name: str = ""
+    terminating: frozenset[int] = frozenset()  # Extract.TERMINATES: the values that terminate
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +156,9 @@ def _plan_field(
     desc: Descriptor, fd: FieldDescriptor, top: bool, stack: tuple[str, ...]
 ) -> FieldPlan | None:
     repeated = _is_repeated(fd)
+    if fd.type == FieldDescriptor.TYPE_ENUM and fd.name in TERMINATING_POLICIES and not repeated:
+        return FieldPlan(Extract.TERMINATES, name=fd.name,
+                         terminating=TERMINATING_POLICIES[fd.name])
     if _is_string(fd):
         if fd.name == "namespace" and not repeated:
             if top:
@@ -253,6 +266,20 @@ def queue_methods() -> frozenset[str]:
     """Paths of the methods whose request can name a task queue (a queue restriction binds
     them); every other method acts wherever its namespace allows."""
     return frozenset(p for p, e in table().items() if _names_queue(e.plan))
+
+
+def _can_terminate(plan: MessagePlan) -> bool:
+    return any(p.extract is Extract.TERMINATES or _can_terminate(p.children)
+               for p in plan.fields.values())
+
+
+TERMINATE_PATH = f"/{WORKFLOW_SERVICE}/TerminateWorkflowExecution"
+
+
+@functools.cache
+def terminating_methods() -> frozenset[str]:
+    """Paths of the methods whose request can carry a terminating workflow-id policy."""
+    return frozenset(p for p, e in table().items() if _can_terminate(e.plan))
 
 
 def lookup(path: str) -> MethodEntry | None:

@@ -123,6 +123,10 @@ class Target:
     # attributes, ShutdownWorker): judged like task_queues, but a policy may cover them by the
     # SDKs' generated sticky-queue shape
     sticky_queues: tuple[str, ...] = ()
+    # a start that terminates the running workflow of its id (conflict policy
+    # TERMINATE_EXISTING, reuse policy TERMINATE_IF_RUNNING): deny rules on
+    # TerminateWorkflowExecution apply to it too
+    terminates_existing: bool = False
 
     @property
     def namespaces(self) -> tuple[str, ...]:

@@ -48,6 +48,8 @@ class Extracted:
     task_queues: list[str] = field(default_factory=list)
     # queues a worker names as its own sticky queue (a STICKY-kind poll, sticky attributes)
     sticky_queues: list[str] = field(default_factory=list)
+    # a start's workflow-id policy terminates the running workflow of that id
+    terminates_existing: bool = False
     # fields and messages the scan may still visit: bounds the CPU one request can cost
     budget: int = DEFAULT_SCAN_BUDGET
 
@@ -59,6 +61,7 @@ class Extracted:
             other_namespaces=tuple(self.other_namespaces),
             task_queues=tuple(self.task_queues),
             sticky_queues=tuple(self.sticky_queues),
+            terminates_existing=self.terminates_existing,
             by_namespace_id=bool(self.namespace_id),
         )
 
@@ -276,6 +279,11 @@ def _scan_message(
             p = fields.get(number)
             if p is None:
                 continue
+            if p.extract is Extract.TERMINATES:
+                if wt != WT_VARINT:
+                    raise _wrong_type(p)
+                singular.setdefault(number, []).append((vs, ve))
+                continue
             if wt != WT_LEN:
                 raise _wrong_type(p)
             if p.repeated:
@@ -292,6 +300,10 @@ def _take(buf: memoryview, p: FieldPlan, chunks: list[tuple[int, int]], out: Ext
         _scan_message(buf, chunks, p.children, out)
     elif kind is Extract.TASK_QUEUE or kind is Extract.STICKY_TASK_QUEUE:
         _task_queue(buf, chunks, out, kind is Extract.STICKY_TASK_QUEUE)
+    elif kind is Extract.TERMINATES:
+        start, end = chunks[-1]  # a singular enum: the last occurrence wins, as int32
+        if _varint(buf, start, end)[0] & 0xFFFFFFFF in p.terminating:
+            out.terminates_existing = True
     else:
         start, end = chunks[-1]  # a singular string: the last occurrence wins
         value = _string(buf, start, end, p.name)

@@ -160,7 +160,8 @@ class Engine:
     """A compiled policy as an ``Authorizer``. Immutable; safe to share across tasks."""
 
     __slots__ = ("_by_client", "_by_group", "_by_subject", "_cl_index", "_cluster_read",
-                 "_deny_index", "_gated", "_ns_index", "_perm_cluster", "_perm_ns", "policy")
+                 "_deny_index", "_deny_terminating", "_gated", "_ns_index", "_perm_cluster",
+                 "_perm_ns", "policy")
 
     def __init__(self, policy: Policy):
         self.policy = policy
@@ -193,6 +194,14 @@ class Engine:
         for rid, d in enumerate(policy.deny, start=len(policy.bindings)):
             for path in d.methods:
                 deny_index.setdefault(path, []).append((rid, d))
+        # a start that terminates the running workflow of its id meets the deny rules of
+        # TerminateWorkflowExecution too (file order kept)
+        terminate = deny_index.get(methods.TERMINATE_PATH, [])
+        self._deny_terminating = {
+            path: _Slot.of(sorted({rid: r for rid, r in [*deny_index.get(path, []), *terminate]
+                                   }.items(), key=_first), self._gated)
+            for path in methods.terminating_methods() if terminate
+        }
         self._ns_index = {k: _Slot.of(v, self._gated) for k, v in ns_index.items()}
         self._cl_index = {k: _Slot.of(v, self._gated) for k, v in cl_index.items()}
         self._deny_index = {k: _Slot.of(v, self._gated) for k, v in deny_index.items()}
@@ -244,6 +253,8 @@ class Engine:
         would: Decision | None = None
         possible = self._possible(facts)
         slot = self._deny_index.get(path, _EMPTY)
+        if target.terminates_existing:
+            slot = self._deny_terminating.get(path, slot)
         selected = slot.select(facts, possible) if slot is not _EMPTY else []
         if trace is not None:
             for _, rule in slot.every:

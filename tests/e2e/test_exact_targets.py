@@ -69,6 +69,9 @@ bindings:
     namespaces: ["*"]
     cluster: true
 deny:
+  - name: billing-never-terminates
+    match: {client_id: [billing-svc]}
+    methods: [TerminateWorkflowExecution]
   - name: keep-payroll
     match: {anyone: true}
     methods: [OperatorService/DeleteNamespace, DescribeNamespace, UpdateNamespace,
@@ -302,6 +305,45 @@ async def test_namespace_named_by_id_meets_the_namespace_deny_rule(
     still = await direct.workflow_service.describe_namespace(
         rr.DescribeNamespaceRequest(namespace="payroll"), timeout=T)
     assert still.namespace_info.id == payroll_id
+
+
+async def test_start_that_terminates_meets_the_destroy_rule(
+    temporal: TemporalInstance, exact_envoy: EnvoyInstance, issuer: IssuerInstance
+) -> None:
+    """A second start of a running workflow id with conflict policy TERMINATE_EXISTING (or
+    reuse policy TERMINATE_IF_RUNNING) terminates the first run on the server (the oracle);
+    through Envoy a principal refused Terminate by a deny rule is refused it, and the run
+    lives."""
+    direct = (await _client(temporal.target)).workflow_service
+    billing = (await _client(exact_envoy.target, _billing(issuer))).workflow_service
+    queue = f"billing-{uuid.uuid4().hex[:6]}"
+
+    async def start(svc: Any, wf_id: str, **policy: int) -> str:
+        answer = await svc.start_workflow_execution(rr.StartWorkflowExecutionRequest(
+            namespace="default", workflow_id=wf_id, workflow_type=WorkflowType(name="W"),
+            task_queue=TaskQueue(name=queue), request_id=str(uuid.uuid4()), **policy),
+            retry=False, timeout=T)
+        return str(answer.run_id)
+
+    async def status(wf_id: str, run_id: str) -> int:
+        described = await direct.describe_workflow_execution(
+            rr.DescribeWorkflowExecutionRequest(namespace="default", execution=WorkflowExecution(
+                workflow_id=wf_id, run_id=run_id)), timeout=T)
+        return int(described.workflow_execution_info.status)
+
+    for policy in ({"workflow_id_conflict_policy": 3}, {"workflow_id_reuse_policy": 4}):
+        wf_id = f"term-{uuid.uuid4().hex[:8]}"
+        first = await start(direct, wf_id)
+        await start(direct, wf_id, **policy)
+        assert await status(wf_id, first) == 5  # TERMINATED: the oracle
+
+        wf_id = f"term-{uuid.uuid4().hex[:8]}"
+        first = await start(billing, wf_id)  # a plain start is allowed
+        with pytest.raises(RPCError) as exc:
+            await start(billing, wf_id, **policy)
+        _assert_refused(exc, "explicit_deny")
+        assert "billing-never-terminates" in str(exc.value)
+        assert await status(wf_id, first) == 1  # RUNNING
 
 
 # ---- generated from the descriptors: every field path that names a queue --------------------

@@ -787,3 +787,53 @@ def test_differential_execute_multi_operation(
             expected_q.extend(judged(op.start_workflow.task_queue))
     assert sorted(n for n in found.other_namespaces if n) == sorted(n for n in expected_ns if n)
     assert sorted(found.task_queues) == sorted(expected_q)
+
+
+# --- workflow-id policies that terminate ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fields", "terminates"), [
+    ({"workflow_id_conflict_policy": 3}, True),  # TERMINATE_EXISTING
+    ({"workflow_id_reuse_policy": 4}, True),  # TERMINATE_IF_RUNNING
+    ({"workflow_id_conflict_policy": 2, "workflow_id_reuse_policy": 3}, False),
+    ({}, False),
+])
+def test_start_with_a_terminating_policy_is_flagged(fields: dict[str, int],
+                                                    terminates: bool) -> None:
+    """A start whose id policy terminates the running workflow (seen on the server) is flagged;
+    other policies are not."""
+    for method, cls in (("StartWorkflowExecution", rr.StartWorkflowExecutionRequest),
+                        ("SignalWithStartWorkflowExecution",
+                         rr.SignalWithStartWorkflowExecutionRequest)):
+        body = cls(namespace="ns", **fields).SerializeToString()  # type: ignore[arg-type]
+        assert scan(method, body).terminates_existing is terminates
+
+
+def test_terminating_policy_last_occurrence_wins_as_int32() -> None:
+    """The policy enum sent twice: the last wins; a varint of 3 + 2**32 is 3 to an int32
+    parser (Go's), so it terminates."""
+    body = ld(1, "ns") + tag(22, 0) + varint(3) + tag(22, 0) + varint(2)
+    assert rr.StartWorkflowExecutionRequest.FromString(body).workflow_id_conflict_policy == 2
+    assert scan("StartWorkflowExecution", body).terminates_existing is False
+    wrapped = ld(1, "ns") + tag(22, 0) + varint(3 + 2**32)
+    assert scan("StartWorkflowExecution", wrapped).terminates_existing is True
+
+
+def test_terminating_policy_with_the_wrong_wire_type_is_refused() -> None:
+    """A length-delimited value where the policy enum belongs is malformed (denied)."""
+    err = body_error(scan, "StartWorkflowExecution", ld(1, "ns") + ld(22, "x"))
+    assert err.reason is Reason.MALFORMED_BODY
+
+
+def test_child_and_multi_operation_starts_are_flagged() -> None:
+    """A child started with TERMINATE_IF_RUNNING and a multi-operation start with
+    TERMINATE_EXISTING are flagged too."""
+    child = _task_completed(command_pb2.Command(
+        start_child_workflow_execution_command_attributes=(
+            command_pb2.StartChildWorkflowExecutionCommandAttributes(
+                workflow_id="x", workflow_id_reuse_policy=4))))  # type: ignore[arg-type]
+    assert scan("RespondWorkflowTaskCompleted", child).terminates_existing is True
+    multi = _multi(rr.ExecuteMultiOperationRequest.Operation(
+        start_workflow=rr.StartWorkflowExecutionRequest(
+            namespace="ns", workflow_id_conflict_policy=3)), namespace="ns")  # type: ignore[arg-type]
+    assert scan("ExecuteMultiOperation", multi).terminates_existing is True

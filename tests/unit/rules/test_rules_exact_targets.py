@@ -178,3 +178,30 @@ def test_queue_options_without_task_queues_are_an_error(key: str) -> None:
                          {key}}}]
         """)
     assert "test.yaml" in str(err.value) and key.split(":", maxsplit=1)[0] in str(err.value)
+
+
+def test_a_start_that_terminates_meets_the_terminate_deny_rules() -> None:
+    """A developer refused Terminate is refused a start that terminates the running workflow of
+    its id (conflict TERMINATE_EXISTING, reuse TERMINATE_IF_RUNNING); a plain start is not."""
+    e = engine("""
+        bindings: [{name: w, match: {groups: [developers]}, roles: [write], namespaces: ["*"]}]
+        deny:
+          - {name: never-destroy, match: {groups: [developers]}, categories: [destroys]}
+          - {name: no-terminate, match: {subject: [tom]}, methods: [TerminateWorkflowExecution]}
+    """)
+    dev = {"sub": "dave", "groups": ["developers"]}
+    tom = {"sub": "tom"}  # refused Terminate by name, not by category
+    terminating = (
+        {"workflowIdConflictPolicy": "WORKFLOW_ID_CONFLICT_POLICY_TERMINATE_EXISTING"},
+        {"workflowIdReusePolicy": "WORKFLOW_ID_REUSE_POLICY_TERMINATE_IF_RUNNING"},
+    )
+    for id_policy in terminating:
+        for method in ("StartWorkflowExecution", "SignalWithStartWorkflowExecution"):
+            d = decide(e, dev, method, {"namespace": "default", "workflowId": "w", **id_policy})
+            assert (d.allowed, d.rule) == (False, "never-destroy"), (method, id_policy)
+            d = decide(e, tom, method, {"namespace": "default", "workflowId": "w", **id_policy})
+            assert (d.allowed, d.rule) == (False, "no-terminate"), (method, id_policy)
+    d = decide(e, dev, "StartWorkflowExecution", {
+        "namespace": "default", "workflowId": "w",
+        "workflowIdConflictPolicy": "WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING"})
+    assert d.allowed, d.message
