@@ -268,6 +268,17 @@ def queue_methods() -> frozenset[str]:
     return frozenset(p for p, e in table().items() if _names_queue(e.plan))
 
 
+@functools.cache
+def queue_bound_methods() -> frozenset[str]:
+    """Paths whose work a queue restriction really binds: the request names the queue of the
+    work it creates or takes (polls, starts, schedules, task-queue calls). Not the calls that
+    name a queue beside existing work found by id or task token: an update's callback queue,
+    a workflow task completion's commands (the task itself comes by token), the by-id calls."""
+    by_token_or_id = {f"/{WORKFLOW_SERVICE}/{n}" for n in (
+        "UpdateWorkflowExecution", "RespondWorkflowTaskCompleted")}
+    return queue_methods() - BY_ID_METHODS - by_token_or_id
+
+
 def _can_terminate(plan: MessagePlan) -> bool:
     return any(p.extract is Extract.TERMINATES or _can_terminate(p.children)
                for p in plan.fields.values())

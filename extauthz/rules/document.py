@@ -519,9 +519,8 @@ def _bindings(r: _R, roles: Mapping[str, RoleDef], names: set[str],
         else:
             # methods the queue restriction cannot bind: they name no queue of their own (a
             # task token is not signed: it can be built for any task of the namespace)
-            by_id = methods.BY_ID_METHODS if allow_by_id else frozenset()
             free = sorted(methods.table()[p].method.short for p in ns_methods
-                          if (p not in methods.queue_methods() or p in by_id)
+                          if p not in methods.queue_bound_methods()
                           and (allow_by_id or p not in methods.BY_ID_METHODS))
             if free:
                 warnings.append(

@@ -205,3 +205,18 @@ def test_a_start_that_terminates_meets_the_terminate_deny_rules() -> None:
         "namespace": "default", "workflowId": "w",
         "workflowIdConflictPolicy": "WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING"})
     assert d.allowed, d.message
+
+
+def test_validate_warning_names_calls_on_existing_work_that_carry_a_queue_field() -> None:
+    """An update (its callback names a queue) and a workflow-task completion (its task comes by
+    an unsigned token) reach existing work whatever its queue: the warning names them, while
+    starts and polls, which the restriction binds, are not named."""
+    p = policy("""
+        roles: {w: {methods: [UpdateWorkflowExecution, RespondWorkflowTaskCompleted,
+                              StartWorkflowExecution, PollWorkflowTaskQueue]}}
+        bindings: [{name: b, match: {groups: [g]}, roles: [w], namespaces: [d],
+                    task_queues: ["b-*"]}]
+    """)
+    (warning,) = p.warnings
+    assert "UpdateWorkflowExecution" in warning and "RespondWorkflowTaskCompleted" in warning
+    assert "StartWorkflowExecution" not in warning and "PollWorkflowTaskQueue" not in warning
