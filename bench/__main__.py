@@ -9,7 +9,9 @@ One invocation runs, each figure repeated (default 3 times) with the variants in
 3. ``e2e``: Temporal calls through Envoy to a real Temporal dev server with no authz, the bare
    Python ext_authz and extauthz in each transport's mode, and Envoy's jwt_authn
    (``bench.e2e``); HTTP ÷ gRPC;
-4. ``memory`` (only with ``--memory``): RSS per worker after 10k and after 1M checks.
+4. ``memory`` (only with ``--memory``): RSS per worker after 10k and after 1M checks;
+5. ``worst`` (only with ``--parts ...,worst``): the worst body of each family, CPU and peak RSS
+   of the scan path and a check, each in a fresh process (``bench.worst_body``, ~1 minute).
 
 Transports (``--transport``, default ``grpc,http``: both in the same run, in alternation): see
 ``bench.transports``.
@@ -38,7 +40,7 @@ from bench.common import REPO, h2load_path, h2load_version, loadavg, usable_cpus
 
 SCHEMA = "extauthz-bench/2"
 RESULTS = REPO / "bench" / "results"
-PARTS = ("handler", "server", "e2e", "memory")
+PARTS = ("handler", "server", "e2e", "memory", "worst")
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,11 @@ def run_parts(out: dict[str, Any], parts: list[str], mode: Mode, repeats: int,
         _say("handler microbench")
         out["handler"] = asyncio.run(handler.run(mode.handler_seconds, repeats, mode.miss_calls,
                                                  http="http" in out["transports"]))
+    if "worst" in parts:
+        _say("worst bodies")
+        from bench import worst_body
+
+        out["worst_body"] = worst_body.run(repeats=repeats)
     needs_servers = [p for p in parts if p in ("server", "e2e", "memory")]
     if not needs_servers:
         return
@@ -318,6 +325,11 @@ def render(out: dict[str, Any]) -> str:
         for w in mem["per_worker"]:
             lines.append(f"  pid {w['pid']}: {w['rss_mib_after_first']:.1f} MiB → "
                          f"{w['rss_mib_after_total']:.1f} MiB (× {_f(w['ratio'], '.3f')})")
+    if out.get("worst_body"):
+        from bench import worst_body
+
+        lines += ["", "5. worst bodies (scan path, fresh process per case)",
+                  worst_body.table(out["worst_body"])]
     for part, why in out.get("skipped", {}).items():
         lines.append(f"\n{part}: skipped — {why}")
     if out.get("targets"):
