@@ -212,6 +212,17 @@ class Decision:
         return cls(False, reason, message, status, principal, target, rule)
 
 
+# longest request value a message or log line repeats: a 4 MiB namespace must not cost a 4 MiB
+# JSON escape per denial and per audit line (the decision itself uses the whole value)
+MAX_SHOWN_CHARS = 256
+
+
+def clip(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, marked with ``…`` when cut."""
+    return text if len(text) <= limit else f"{text[:limit]}…"
+
+
 def quote(text: str) -> str:
-    """Quote a value for a one-line message: double quotes, escaped quotes/newlines/non-ASCII."""
-    return json.dumps(text)
+    """Quote a value for a one-line message: double quotes, escaped quotes/newlines/non-ASCII;
+    values over ``MAX_SHOWN_CHARS`` are cut (marked ``…``)."""
+    return json.dumps(clip(text))

@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from extauthz.model import Decision
+from extauthz.model import Decision, clip
 from extauthz.obs.metrics import result_of
 from extauthz.pipeline import CheckInput
 
@@ -115,9 +115,20 @@ def event_fields(req: CheckInput | None, decision: Decision, seconds: float) -> 
         "principal_kind": principal.kind if principal else None,
         "issuer": principal.issuer if principal else None,
         "method": method,
-        "namespaces": list(target.namespaces) if target else [],
-        "task_queues": list(target.task_queues) if target else [],
+        "namespaces": _shown(target.namespaces) if target else [],
+        "task_queues": _shown(target.all_queues) if target else [],
         "latency_ms": round(seconds * 1000.0, 3),
         "client_name": _header(req, "client-name"),
         "client_version": _header(req, "client-version"),
     }
+
+
+_MAX_SHOWN_VALUES = 32
+
+
+def _shown(values: tuple[str, ...]) -> list[str]:
+    """Values for an audit line: each cut to ``MAX_SHOWN_CHARS``, at most 32 (then ``…``)."""
+    out = [clip(v) for v in values[:_MAX_SHOWN_VALUES]]
+    if len(values) > _MAX_SHOWN_VALUES:
+        out.append(f"… {len(values) - _MAX_SHOWN_VALUES} more")
+    return out

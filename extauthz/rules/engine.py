@@ -59,7 +59,16 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from extauthz import methods
-from extauthz.model import Decision, Principal, Reason, Role, Scope, Target, quote
+from extauthz.model import (
+    MAX_SHOWN_CHARS,
+    Decision,
+    Principal,
+    Reason,
+    Role,
+    Scope,
+    Target,
+    quote,
+)
 from extauthz.rules import categories as cat
 from extauthz.rules.document import Binding, DenyRule, Policy
 from extauthz.rules.matchers import Facts
@@ -88,7 +97,8 @@ class Step:
 
 def _q(text: str) -> str:
     """``quote`` without json.dumps for the common plain-ASCII case (hot path)."""
-    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+    if (len(text) <= MAX_SHOWN_CHARS and text.isascii() and text.isprintable()
+            and '"' not in text and "\\" not in text):
         return f'"{text}"'
     return quote(text)
 

@@ -114,3 +114,20 @@ def test_legit_worst_bodies_are_read(name: str) -> None:
     found = _read(wb.by_name(name))
     assert isinstance(found, wire.Extracted), found
     assert found.namespace == "default"
+
+
+def test_denial_of_a_huge_namespace_clips_the_echoed_value() -> None:
+    """A 1 MiB namespace is judged whole, but the denial message and the audit line repeat
+    only its first 256 characters (marked with …), so a denial costs no 1 MiB escape."""
+    from extauthz.model import Access, Method, Principal, Scope, Target
+    from extauthz.obs.audit import _shown
+    from extauthz.policy import authorize
+
+    huge = "n\u00e9" * (512 * 1024)
+    method = Method("temporal.api.workflowservice.v1.WorkflowService", "StartWorkflowExecution",
+                    Scope.NAMESPACE, Access.WRITE, 1)
+    d = authorize(Principal("bob"), Target(method, namespace=huge))
+    assert not d.allowed and d.target is not None and d.target.namespace == huge
+    assert len(d.message) < 2000 and d.message.endswith("\\u2026\"")  # … escaped
+    shown = _shown((huge, "q"))
+    assert len(shown[0]) == 257 and shown[1] == "q"
