@@ -65,6 +65,13 @@ CROSS_NAMESPACE_MESSAGES = frozenset({
     "temporal.api.nexus.v1.EndpointTarget.Worker",
 })
 _MAX_DEPTH = 6
+# requests whose `task_token` is a token that carries its task queue (field 2 of the server's
+# temporal.server.api.token.v1.QueryTask and NexusTask); other task tokens carry none
+QUEUE_TOKEN_REQUESTS = frozenset({
+    "temporal.api.workflowservice.v1.RespondQueryTaskCompletedRequest",
+    "temporal.api.workflowservice.v1.RespondNexusTaskCompletedRequest",
+    "temporal.api.workflowservice.v1.RespondNexusTaskFailedRequest",
+})
 # enum fields of a start whose value terminates the running workflow with the same id:
 # WORKFLOW_ID_CONFLICT_POLICY_TERMINATE_EXISTING, WORKFLOW_ID_REUSE_POLICY_TERMINATE_IF_RUNNING
 TERMINATING_POLICIES: Mapping[str, frozenset[int]] = {
@@ -87,6 +94,9 @@ class Extract(enum.Enum):
     # a workflow-id policy enum whose value in ``FieldPlan.terminating`` makes a start terminate
     # the running workflow of that id (seen on the server for both policies below)
     TERMINATES = "terminates"
+    # a task token that names its task queue (the server's QueryTask / NexusTask tokens): the
+    # queue the response is routed to, judged like the worker's own (possibly sticky) queue
+    QUEUE_TOKEN = "queue_token"
     MESSAGE = "message"  # descend: something below matters
 
 
@@ -156,6 +166,9 @@ def _plan_field(
     desc: Descriptor, fd: FieldDescriptor, top: bool, stack: tuple[str, ...]
 ) -> FieldPlan | None:
     repeated = _is_repeated(fd)
+    if (top and fd.name == "task_token" and fd.type == FieldDescriptor.TYPE_BYTES
+            and desc.full_name in QUEUE_TOKEN_REQUESTS):
+        return FieldPlan(Extract.QUEUE_TOKEN, name=fd.name)
     if fd.type == FieldDescriptor.TYPE_ENUM and fd.name in TERMINATING_POLICIES and not repeated:
         return FieldPlan(Extract.TERMINATES, name=fd.name,
                          terminating=TERMINATING_POLICIES[fd.name])
@@ -253,7 +266,8 @@ BY_ID_METHODS = frozenset(
     )
 )
 _QUEUE_EXTRACTS = frozenset({Extract.TASK_QUEUE, Extract.STICKY_TASK_QUEUE,
-                             Extract.TASK_QUEUE_NAME, Extract.STICKY_QUEUE_NAME})
+                             Extract.TASK_QUEUE_NAME, Extract.STICKY_QUEUE_NAME,
+                             Extract.QUEUE_TOKEN})
 
 
 def _names_queue(plan: MessagePlan) -> bool:

@@ -301,6 +301,22 @@ def _task_queue(
         out.task_queues.append(normal)
 
 
+def _queue_token(buf: memoryview, start: int, end: int, out: Extracted) -> None:
+    """The task queue a QueryTask / NexusTask token names (its field 2, the last one wins).
+
+    The server routes the response to that queue's pending task, so it is the queue acted on;
+    a worker answers queries from its sticky queue too, so it is judged as one (a token that
+    is not such a message is refused: the server could not read it either)."""
+    queue = None
+    for number, wt, vs, ve in _fields(buf, start, end, out):
+        if number == 2:
+            if wt != WT_LEN:
+                raise BodyError(Reason.MALFORMED_BODY, "the task token's queue has the wrong type")
+            queue = _string(buf, vs, ve, "the task token's queue")
+    if queue:
+        out.sticky_queues.append(queue)
+
+
 def scan(buf: memoryview, plan: MessagePlan) -> Extracted:
     """Extract namespace, namespace id, other namespaces and task queues per ``plan``."""
     out = Extracted()
@@ -434,6 +450,8 @@ def _take(buf: memoryview, p: FieldPlan, chunks: Sequence[int], out: Extracted) 
         out.spend(TASK_QUEUE_COST + CHUNK_COST * (len(chunks) >> 1))
         it = iter(chunks)
         _task_queue(buf, zip(it, it, strict=False), out, kind is Extract.STICKY_TASK_QUEUE)
+    elif kind is Extract.QUEUE_TOKEN:
+        _queue_token(buf, chunks[-2], chunks[-1], out)  # bytes: the last occurrence wins
     elif kind is Extract.TERMINATES:
         # a singular enum: the last occurrence wins, read as int32 (the low 32 bits)
         if _varint(buf, chunks[-2], chunks[-1])[0] & 0xFFFFFFFF in p.terminating:

@@ -117,6 +117,11 @@ def _fill(draw: st.DrawFn, msg: Message, depth: int) -> None:
         elif fd.type == FieldDescriptor.TYPE_MESSAGE:
             container.SetInParent()
             _fill(draw, container, depth + 1)
+        elif fd.name == "task_token" and desc.full_name in methods.QUEUE_TOKEN_REQUESTS:
+            # a token the server could have issued: it names the task's queue
+            token = reference.queue_token_class()(
+                namespace_id=draw(st.text(max_size=4)), task_queue=draw(st.text(max_size=8)))
+            setattr(msg, fd.name, token.SerializeToString())
         else:
             setattr(msg, fd.name, _value(draw, fd, depth, hot))
 

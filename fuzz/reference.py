@@ -80,9 +80,32 @@ def extract(message: Message) -> Found:
     others: Counter[str] = Counter()
     queues: Counter[str] = Counter()
     _walk(message, True, others, queues)
+    if desc.full_name in methods.QUEUE_TOKEN_REQUESTS and getattr(message, "task_token", b""):
+        token = queue_token_class().FromString(getattr(message, "task_token"))  # noqa: B009
+        queues[str(getattr(token, "task_queue"))] += 1  # noqa: B009
     others.pop("", None)
     queues.pop("", None)
     return Found(namespace, namespace_id, others, queues)
+
+
+@functools.cache
+def queue_token_class() -> type[Message]:
+    """The server's QueryTask / NexusTask token shape (``temporal.server.api.token.v1``:
+    namespace_id = 1, task_queue = 2, task_id = 3), built here as a protobuf class so the
+    oracle decodes tokens with the real parser."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    fdp = descriptor_pb2.FileDescriptorProto(name="extauthz_fuzz_token.proto",
+                                             package="extauthz.fuzz", syntax="proto3")
+    msg = fdp.message_type.add(name="QueueToken")
+    for number, name in ((1, "namespace_id"), (2, "task_queue"), (3, "task_id")):
+        msg.field.add(name=name, number=number, type=FieldDescriptor.TYPE_STRING,
+                      label=FieldDescriptor.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    cls: type[Message] = message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("extauthz.fuzz.QueueToken"))
+    return cls
 
 
 def _walk(message: Message, top: bool, others: Counter[str], queues: Counter[str]) -> None:

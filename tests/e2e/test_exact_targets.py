@@ -346,6 +346,41 @@ async def test_start_that_terminates_meets_the_destroy_rule(
         assert await status(wf_id, first) == 1  # RUNNING
 
 
+async def test_query_answer_with_another_queues_token_is_refused(
+    temporal: TemporalInstance, exact_envoy: EnvoyInstance, issuer: IssuerInstance
+) -> None:
+    """A query task's token names its queue (payroll's): through Envoy, billing answering with
+    that token is refused; payroll's answer with the same token reaches the waiting caller."""
+    import asyncio
+
+    from temporalio.api.enums.v1 import QueryResultType
+    from temporalio.api.query.v1 import WorkflowQuery
+
+    direct = (await _client(temporal.target)).workflow_service
+    queue = f"payroll-{uuid.uuid4().hex[:8]}"
+    wf_id = await _start(direct, TaskQueue(name=queue))
+    first = await _poll_workflow(direct, TaskQueue(name=queue), seconds=10)
+    await direct.respond_workflow_task_completed(rr.RespondWorkflowTaskCompletedRequest(
+        namespace="default", task_token=first.task_token, identity="payroll"), timeout=T)
+    asked = asyncio.ensure_future(direct.query_workflow(rr.QueryWorkflowRequest(
+        namespace="default", execution=WorkflowExecution(workflow_id=wf_id),
+        query=WorkflowQuery(query_type="salary")), retry=False, timeout=timedelta(seconds=20)))
+    try:
+        task = await _poll_workflow(direct, TaskQueue(name=queue), seconds=10)
+        assert task.query.query_type == "salary"
+        billing = (await _client(exact_envoy.target, _billing(issuer))).workflow_service
+        answer = rr.RespondQueryTaskCompletedRequest(
+            namespace="default", task_token=task.task_token,
+            completed_type=QueryResultType.QUERY_RESULT_TYPE_ANSWERED)
+        with pytest.raises(RPCError) as exc:
+            await billing.respond_query_task_completed(answer, retry=False, timeout=T)
+        _assert_refused(exc, "task_queue_denied")
+        await direct.respond_query_task_completed(answer, retry=False, timeout=T)
+        assert (await asked).query_rejected.status == 0  # answered by payroll, not billing
+    finally:
+        asked.cancel()
+
+
 # ---- generated from the descriptors: every field path that names a queue --------------------
 
 

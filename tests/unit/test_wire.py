@@ -837,3 +837,36 @@ def test_child_and_multi_operation_starts_are_flagged() -> None:
         start_workflow=rr.StartWorkflowExecutionRequest(
             namespace="ns", workflow_id_conflict_policy=3)), namespace="ns")  # type: ignore[arg-type]
     assert scan("ExecuteMultiOperation", multi).terminates_existing is True
+
+
+# --- task tokens that name their queue --------------------------------------------------------
+
+
+def _queue_token(queue: str, task_id: str = "t1") -> bytes:
+    """A QueryTask / NexusTask token as the server serializes it (namespace_id, task_queue,
+    task_id: fields 1-3)."""
+    return ld(1, "ns-uuid") + ld(2, queue) + ld(3, task_id)
+
+
+@pytest.mark.parametrize("method", [
+    "RespondQueryTaskCompleted", "RespondNexusTaskCompleted", "RespondNexusTaskFailed"])
+def test_query_and_nexus_task_tokens_name_their_queue(method: str) -> None:
+    """The queue inside a query or Nexus task token is where the server routes the answer:
+    it is judged (as the worker's own, possibly sticky, queue)."""
+    cls = getattr(rr, f"{method}Request")
+    body = cls(namespace="ns", task_token=_queue_token("payroll-q")).SerializeToString()
+    assert scan(method, body).sticky_queues == ["payroll-q"]
+
+
+def test_a_malformed_queue_token_is_refused() -> None:
+    """A task token that is not such a message is refused, as the server could not read it."""
+    err = body_error(scan, "RespondQueryTaskCompleted", ld(6, "ns") + ld(1, b"\x12\xff"))
+    assert err.reason is Reason.MALFORMED_BODY
+
+
+def test_activity_task_tokens_are_not_read_as_queue_tokens() -> None:
+    """An activity task token carries no queue: nothing is judged from it."""
+    body = rr.RespondActivityTaskCompletedRequest(
+        namespace="ns", task_token=_queue_token("payroll-q")).SerializeToString()
+    found = scan("RespondActivityTaskCompleted", body)
+    assert (found.task_queues, found.sticky_queues) == ([], [])

@@ -220,3 +220,19 @@ def test_validate_warning_names_calls_on_existing_work_that_carry_a_queue_field(
     (warning,) = p.warnings
     assert "UpdateWorkflowExecution" in warning and "RespondWorkflowTaskCompleted" in warning
     assert "StartWorkflowExecution" not in warning and "PollWorkflowTaskQueue" not in warning
+
+
+def test_query_answer_for_another_queue_is_refused() -> None:
+    """A query task token names the queue the answer goes to: billing may answer its own
+    (normal or SDK-sticky) queue's queries, not payroll's."""
+    import base64
+
+    def token(queue: str) -> str:
+        raw = b"\x0a\x02ns\x12" + bytes([len(queue)]) + queue.encode() + b"\x1a\x01t"
+        return base64.b64encode(raw).decode()
+
+    e = engine(BILLING)
+    for queue, allowed in (("billing-a", True), (CORE_STICKY, True), ("payroll-q", False)):
+        d = decide(e, SVC, "RespondQueryTaskCompleted", namespace="default",
+                   taskToken=token(queue))
+        assert d.allowed is allowed, (queue, d.message)
