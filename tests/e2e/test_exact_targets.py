@@ -28,13 +28,7 @@ from google.protobuf import descriptor_pool, symbol_database
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
-from support.components import (
-    EnvoyInstance,
-    IssuerInstance,
-    TemporalInstance,
-    start_envoy,
-    start_extauthz,
-)
+from support.components import EnvoyInstance, IssuerInstance, TemporalInstance, policy_stack
 from support.workflows import GreetingWorkflow, greet
 from temporalio.api.command.v1 import message_pb2 as command_pb2
 from temporalio.api.common.v1 import ActivityType, WorkflowExecution, WorkflowType
@@ -86,17 +80,9 @@ def exact_envoy(e2e_dir: Path, temporal: TemporalInstance, issuer: IssuerInstanc
     """Envoy → the authz server running ``POLICY`` → the Temporal dev server."""
     policy = e2e_dir / f"exact-{transport}.yaml"
     policy.write_text(POLICY)
-    authz = start_extauthz(e2e_dir, issuer.url, name="extauthz-exact",
-                           extra_env={"EXTAUTHZ_POLICY_FILE": str(policy)}, transport=transport)
-    try:
-        envoy = start_envoy(e2e_dir, authz=authz.address, upstream=temporal.address,
-                            transport=transport)
-        try:
-            yield envoy
-        finally:
-            envoy.stop()
-    finally:
-        authz.proc.stop()
+    with policy_stack(e2e_dir, temporal, issuer, policy=policy, transport=transport,
+                      name="extauthz-exact") as envoy:
+        yield envoy
 
 
 def _billing(issuer: IssuerInstance) -> str:

@@ -25,8 +25,7 @@ from support.components import (
     EnvoyInstance,
     IssuerInstance,
     TemporalInstance,
-    start_envoy,
-    start_extauthz,
+    policy_stack,
 )
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
@@ -435,18 +434,9 @@ def policy_envoy(e2e_dir: Path, temporal: TemporalInstance, issuer: IssuerInstan
     """Envoy → an authz server running examples/policy.yaml → Temporal (gRPC and HTTP)."""
     policy = e2e_dir / f"policy-http-api-{transport}.yaml"
     shutil.copy(REPO / "examples" / "policy.yaml", policy)
-    authz = start_extauthz(e2e_dir, issuer.url, name="extauthz-http-api-policy",
-                           extra_env={"EXTAUTHZ_POLICY_FILE": str(policy)},
-                           transport=transport)
-    try:
-        envoy = start_envoy(e2e_dir, authz=authz.address, upstream=temporal.address,
-                            transport=transport, http_upstream=temporal.http_address)
-        try:
-            yield envoy
-        finally:
-            envoy.stop()
-    finally:
-        authz.proc.stop()
+    with policy_stack(e2e_dir, temporal, issuer, policy=policy, transport=transport,
+                      name="extauthz-http-api-policy", http_api=True) as envoy:
+        yield envoy
 
 
 def test_policy_rules_apply_to_the_http_api(policy_envoy: EnvoyInstance,

@@ -25,6 +25,7 @@ from support.components import (
     EnvoyInstance,
     IssuerInstance,
     TemporalInstance,
+    policy_stack,
     start_envoy,
     start_extauthz,
 )
@@ -58,18 +59,8 @@ def policy_envoy(
     """Envoy → an authz server with EXTAUTHZ_POLICY_FILE=examples/policy.yaml → Temporal."""
     policy = e2e_dir / f"policy-{transport}.yaml"
     shutil.copy(REPO / "examples" / "policy.yaml", policy)
-    authz = start_extauthz(e2e_dir, issuer.url, name="extauthz-policy",
-                           extra_env={"EXTAUTHZ_POLICY_FILE": str(policy)},
-                           transport=transport)
-    try:
-        envoy = start_envoy(e2e_dir, authz=authz.address, upstream=temporal.address,
-                            transport=transport)
-        try:
-            yield envoy
-        finally:
-            envoy.stop()
-    finally:
-        authz.proc.stop()
+    with policy_stack(e2e_dir, temporal, issuer, policy=policy, transport=transport) as envoy:
+        yield envoy
 
 
 async def _connect(envoy: EnvoyInstance, token: str, namespace: str) -> Client:

@@ -7,9 +7,10 @@ authz server, a recorder behind Envoy) call them directly and stop them in ``fin
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -223,3 +224,23 @@ def _start_extauthz(
     proc = procs.start_extauthz(env, listen=health, log_path=workdir / f"{name}-{transport}.log",
                                 health_url=health_url)
     return ExtauthzInstance(proc, address, transport, health)
+
+
+@contextlib.contextmanager
+def policy_stack(workdir: Path, temporal: TemporalInstance, issuer: IssuerInstance, *,
+                 policy: Path, transport: str, name: str = "extauthz-policy",
+                 http_api: bool = False) -> Iterator[EnvoyInstance]:
+    """Envoy → an authz server running ``policy`` (a file) → ``temporal``; both stopped after.
+    With ``http_api``, Envoy also routes Temporal's HTTP API to the server's HTTP port."""
+    authz = start_extauthz(workdir, issuer.url, name=name,
+                           extra_env={"EXTAUTHZ_POLICY_FILE": str(policy)}, transport=transport)
+    try:
+        envoy = start_envoy(workdir, authz=authz.address, upstream=temporal.address,
+                            transport=transport,
+                            http_upstream=temporal.http_address if http_api else None)
+        try:
+            yield envoy
+        finally:
+            envoy.stop()
+    finally:
+        authz.proc.stop()
