@@ -101,6 +101,11 @@ def test_check_allows_and_denies_with_reasons_over_grpc(tmp_path: Path,
         assert anon.denied_response.status.code == 401
         for response in (no, anon):
             assert writer not in str(response) and reader not in str(response)
+        # the start-up line names the API the method table was built from (version skew)
+        from importlib.metadata import version
+        started = [line for line in proc.log_path.read_text().splitlines()
+                   if "listening" in line]
+        assert started and f"temporalio {version('temporalio')}" in started[0], started
     finally:
         proc.stop()
 
