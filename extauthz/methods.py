@@ -48,10 +48,16 @@ STICKY_QUEUE_FIELDS = frozenset({
     ("temporal.api.taskqueue.v1.StickyExecutionAttributes", "worker_task_queue"),
     ("temporal.api.workflowservice.v1.ShutdownWorkerRequest", "sticky_task_queue"),
 })
-# request fields that identify a namespace by id rather than by name
+# request fields that identify a namespace by id rather than by name, or an object by an id
+# that could stand for any namespace: a Nexus endpoint named by id targets a namespace the
+# request does not show (update and delete re-point or remove payroll's endpoint). Such a
+# request meets every deny rule with `namespaces`.
 NAMESPACE_ID_FIELDS: Mapping[str, str] = {
     "DescribeNamespaceRequest": "id",
     "DeleteNamespaceRequest": "namespace_id",
+    "GetNexusEndpointRequest": "id",
+    "UpdateNexusEndpointRequest": "id",
+    "DeleteNexusEndpointRequest": "id",
 }
 # nested messages whose `namespace` is a target the request acts on (the server reaches it
 # with the caller's authority); any other nested `namespace` (links, failure details) is data

@@ -69,7 +69,8 @@ deny:
   - name: keep-payroll
     match: {anyone: true}
     methods: [OperatorService/DeleteNamespace, DescribeNamespace, UpdateNamespace,
-              OperatorService/CreateNexusEndpoint]
+              OperatorService/CreateNexusEndpoint, OperatorService/UpdateNexusEndpoint,
+              OperatorService/DeleteNexusEndpoint]
     namespaces: [payroll]
 """
 
@@ -365,6 +366,47 @@ async def test_query_answer_with_another_queues_token_is_refused(
         assert (await asked).query_rejected.status == 0  # answered by payroll, not billing
     finally:
         asked.cancel()
+
+
+async def test_nexus_endpoint_of_payroll_cannot_be_retargeted_or_deleted_by_id(
+    temporal: TemporalInstance, exact_envoy: EnvoyInstance, issuer: IssuerInstance
+) -> None:
+    """An endpoint targeting payroll, named by id, could be re-pointed or deleted by a platform
+    admin through Envoy (outside review); both now meet the rule protecting payroll, and so
+    does creating one; the endpoint is unchanged."""
+    from temporalio.api.nexus.v1 import EndpointSpec, EndpointTarget
+
+    def spec(name: str, namespace: str) -> EndpointSpec:
+        return EndpointSpec(name=name, target=EndpointTarget(worker=EndpointTarget.Worker(
+            namespace=namespace, task_queue="payroll-nexus")))
+
+    direct = (await _client(temporal.target)).operator_service
+    admin = (await _client(exact_envoy.target, _platform(issuer))).operator_service
+    name = f"payroll-ep-{uuid.uuid4().hex[:6]}"
+    with pytest.raises(RPCError) as exc:
+        await admin.create_nexus_endpoint(orr.CreateNexusEndpointRequest(
+            spec=spec(name, "payroll")), retry=False, timeout=T)
+    _assert_refused(exc, "explicit_deny")
+    endpoint = (await direct.create_nexus_endpoint(orr.CreateNexusEndpointRequest(
+        spec=spec(name, "payroll")), timeout=T)).endpoint
+    try:
+        with pytest.raises(RPCError) as exc:
+            await admin.update_nexus_endpoint(orr.UpdateNexusEndpointRequest(
+                id=endpoint.id, version=endpoint.version, spec=spec(name, "other")),
+                retry=False, timeout=T)
+        _assert_refused(exc, "explicit_deny")
+        with pytest.raises(RPCError) as exc:
+            await admin.delete_nexus_endpoint(orr.DeleteNexusEndpointRequest(
+                id=endpoint.id, version=endpoint.version), retry=False, timeout=T)
+        _assert_refused(exc, "explicit_deny")
+        still = await direct.get_nexus_endpoint(orr.GetNexusEndpointRequest(id=endpoint.id),
+                                                timeout=T)
+        assert still.endpoint.spec.target.worker.namespace == "payroll"
+    finally:
+        current = await direct.get_nexus_endpoint(orr.GetNexusEndpointRequest(id=endpoint.id),
+                                                  timeout=T)
+        await direct.delete_nexus_endpoint(orr.DeleteNexusEndpointRequest(
+            id=endpoint.id, version=current.endpoint.version), timeout=T)
 
 
 # ---- generated from the descriptors: every field path that names a queue --------------------

@@ -28,6 +28,10 @@ TARGETS = {
     ("temporal.api.operatorservice.v1.DeleteNamespaceRequest",
      "namespace_id"): Extract.NAMESPACE_ID,
     ("temporal.api.workflowservice.v1.DescribeNamespaceRequest", "id"): Extract.NAMESPACE_ID,
+    # a Nexus endpoint by id: its target namespace is not in the request
+    ("temporal.api.operatorservice.v1.GetNexusEndpointRequest", "id"): Extract.NAMESPACE_ID,
+    ("temporal.api.operatorservice.v1.UpdateNexusEndpointRequest", "id"): Extract.NAMESPACE_ID,
+    ("temporal.api.operatorservice.v1.DeleteNexusEndpointRequest", "id"): Extract.NAMESPACE_ID,
     ("temporal.api.common.v1.Callback.NexusHandler", "task_queue_name"): Extract.TASK_QUEUE_NAME,
     ("temporal.api.nexus.v1.EndpointTarget.Worker", "task_queue"): Extract.TASK_QUEUE_NAME,
     ("temporal.api.worker.v1.WorkerHeartbeat", "task_queue"): Extract.TASK_QUEUE_NAME,

@@ -870,3 +870,15 @@ def test_activity_task_tokens_are_not_read_as_queue_tokens() -> None:
         namespace="ns", task_token=_queue_token("payroll-q")).SerializeToString()
     found = scan("RespondActivityTaskCompleted", body)
     assert (found.task_queues, found.sticky_queues) == ([], [])
+
+
+def test_many_gzip_members_are_refused_cheaply() -> None:
+    """A message of thousands of empty gzip members (each a decompressor and a copy of the
+    rest) is refused after a handful: gRPC clients send one member."""
+    import gzip
+
+    few = gzip.compress(rr.StartWorkflowExecutionRequest(namespace="ns").SerializeToString())
+    assert bytes(wire.unframe(b"\x01" + len(few).to_bytes(4, "big") + few, "gzip"))
+    many = gzip.compress(b"") * 50_000
+    err = body_error(wire.unframe, b"\x01" + len(many).to_bytes(4, "big") + many, "gzip")
+    assert err.reason is Reason.BODY_TOO_LARGE and "members" in err.message

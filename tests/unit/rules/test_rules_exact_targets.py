@@ -236,3 +236,18 @@ def test_query_answer_for_another_queue_is_refused() -> None:
         d = decide(e, SVC, "RespondQueryTaskCompleted", namespace="default",
                    taskToken=token(queue))
         assert d.allowed is allowed, (queue, d.message)
+
+
+@pytest.mark.parametrize("method", ["GetNexusEndpoint", "UpdateNexusEndpoint",
+                                    "DeleteNexusEndpoint"])
+def test_nexus_endpoint_named_by_id_meets_the_namespace_deny_rule(method: str) -> None:
+    """A Nexus endpoint named by id may target payroll (the request does not show it): the
+    call meets the rule protecting payroll, like a namespace named by id."""
+    e = engine(PROTECTED.replace("CreateNexusEndpoint]", f"CreateNexusEndpoint, {method}]"))
+    req = {"id": "endpoint-uuid", "version": "1"} if method != "GetNexusEndpoint" else {
+        "id": "endpoint-uuid"}
+    if method == "UpdateNexusEndpoint":
+        req["spec"] = {"name": "e", "target": {"worker": {"namespace": "other",  # type: ignore[dict-item]
+                                                          "taskQueue": "q"}}}
+    d = decide(e, ADMIN, f"OperatorService/{method}", req)
+    assert (d.allowed, d.rule) == (False, "keep-payroll"), d.message
