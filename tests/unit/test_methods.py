@@ -132,14 +132,19 @@ def test_namespace_is_not_always_field_one(service: str, name: str, number: int)
 def test_only_real_namespace_ids_are_namespace_id_fields(
     reference_dir: Path, method_table: dict[str, methods.MethodEntry]
 ) -> None:
-    """Only DescribeNamespace.id and DeleteNamespace.namespace_id name a namespace by id.
+    """DescribeNamespace.id and DeleteNamespace.namespace_id name a namespace by id; a Nexus
+    endpoint's id (Get/Update/DeleteNexusEndpoint) stands for the namespace it targets, which
+    the request does not show, so it is read the same way (deny rules with namespaces apply).
 
     The reference's id column also lists fields that are merely called ``id`` (an activity id,
-    a Nexus endpoint id, a workflow rule id); those must not be read as a namespace id.
+    a workflow rule id); those must not be read as a namespace id.
     """
     by_id = {e.method.short: e.method.namespace_id_field
              for e in method_table.values() if e.method.namespace_id_field is not None}
-    assert by_id == {"WorkflowService/DescribeNamespace": 2, "OperatorService/DeleteNamespace": 2}
+    assert by_id == {"WorkflowService/DescribeNamespace": 2, "OperatorService/DeleteNamespace": 2,
+                     "OperatorService/GetNexusEndpoint": 1,
+                     "OperatorService/UpdateNexusEndpoint": 1,
+                     "OperatorService/DeleteNexusEndpoint": 1}
     listed = {f"{r['service']}/{r['method']}" for r in
               _rows(reference_dir / "temporal-request-fields.csv") if r["namespace_id_field"]}
     assert set(by_id) <= listed
