@@ -276,8 +276,9 @@ _QUEUE_EXTRACTS = frozenset({Extract.TASK_QUEUE, Extract.STICKY_TASK_QUEUE,
                              Extract.QUEUE_TOKEN})
 
 
-def _names_queue(plan: MessagePlan) -> bool:
-    return any(p.extract in _QUEUE_EXTRACTS or _names_queue(p.children)
+def _plan_reads(plan: MessagePlan, extracts: frozenset[Extract]) -> bool:
+    """Whether ``plan`` reads, at any depth, a field of one of ``extracts``."""
+    return any(p.extract in extracts or _plan_reads(p.children, extracts)
                for p in plan.fields.values())
 
 
@@ -285,7 +286,7 @@ def _names_queue(plan: MessagePlan) -> bool:
 def queue_methods() -> frozenset[str]:
     """Paths of the methods whose request can name a task queue (a queue restriction binds
     them); every other method acts wherever its namespace allows."""
-    return frozenset(p for p, e in table().items() if _names_queue(e.plan))
+    return frozenset(p for p, e in table().items() if _plan_reads(e.plan, _QUEUE_EXTRACTS))
 
 
 @functools.cache
@@ -299,18 +300,14 @@ def queue_bound_methods() -> frozenset[str]:
     return queue_methods() - BY_ID_METHODS - by_token_or_id
 
 
-def _can_terminate(plan: MessagePlan) -> bool:
-    return any(p.extract is Extract.TERMINATES or _can_terminate(p.children)
-               for p in plan.fields.values())
-
-
 TERMINATE_PATH = f"/{WORKFLOW_SERVICE}/TerminateWorkflowExecution"
+_TERMINATES = frozenset({Extract.TERMINATES})
 
 
 @functools.cache
 def terminating_methods() -> frozenset[str]:
     """Paths of the methods whose request can carry a terminating workflow-id policy."""
-    return frozenset(p for p, e in table().items() if _can_terminate(e.plan))
+    return frozenset(p for p, e in table().items() if _plan_reads(e.plan, _TERMINATES))
 
 
 def lookup(path: str) -> MethodEntry | None:

@@ -50,7 +50,8 @@ class ApiReport:
         }
 
 
-def _names_a_target(fd: FieldDescriptor, container: Descriptor) -> bool:
+def names_a_target(fd: FieldDescriptor, container: Descriptor) -> bool:
+    """Whether a field of ``container`` names a namespace, a namespace id or a task queue."""
     if fd.type == FieldDescriptor.TYPE_MESSAGE:
         return fd.message_type is not None and (
             fd.message_type.full_name == methods.TASK_QUEUE_MESSAGE)
@@ -66,7 +67,7 @@ def target_paths(desc: Descriptor) -> Iterator[str]:
         for fd in d.fields:
             here = f"{prefix}.{fd.name}"
             sub = fd.message_type
-            if _names_a_target(fd, d):
+            if names_a_target(fd, d):
                 yield here
             elif sub is not None and sub.full_name not in seen:
                 yield from walk(sub, here, seen | {sub.full_name})

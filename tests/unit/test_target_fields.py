@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
-from extauthz import methods
+from extauthz import methods, skew
 from extauthz.methods import Extract
 
 # Nested fields that name a namespace or queue the request acts on: each must be planned.
@@ -54,22 +54,13 @@ DATA = {
 }
 
 
-def _names_a_target(fd: FieldDescriptor) -> bool:
-    if fd.type == FieldDescriptor.TYPE_MESSAGE:
-        return fd.message_type.full_name == methods.TASK_QUEUE_MESSAGE
-    if fd.type != FieldDescriptor.TYPE_STRING:
-        return False
-    return ("namespace" in fd.name or "queue" in fd.name
-            or methods.NAMESPACE_ID_FIELDS.get(fd.containing_type.name) == fd.name)
-
-
 def _paths(desc: Descriptor, path: tuple[FieldDescriptor, ...], seen: frozenset[str]
            ) -> Iterator[tuple[FieldDescriptor, ...]]:
     """Every field path below ``desc`` (recursion cut at a repeated message type) that ends in
     a field naming a namespace, a namespace id or a queue."""
     for fd in desc.fields:
         here = (*path, fd)
-        if _names_a_target(fd):
+        if skew.names_a_target(fd, desc):
             yield here
         elif fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type.full_name not in seen:
             yield from _paths(fd.message_type, here, seen | {fd.message_type.full_name})
