@@ -36,7 +36,7 @@ from extauthz import config as extauthz_config
 from extauthz import envoyconfig
 
 KUBE_VERSION = "1.34.0"
-SCHEMAS = REPO.parent / "shared" / "schemas"
+SCHEMAS = REPO / "tests" / "data" / "schemas"  # sources: tests/data/README.md
 CR_SCHEMAS = {
     ("security.istio.io/v1", "AuthorizationPolicy"):
         "authorizationpolicy-security.istio.io-v1.json",
@@ -118,15 +118,13 @@ def test_chart_lints_strictly(name: str) -> None:
 def test_every_manifest_validates_strictly(rendered: tuple[str, list[Manifest]]) -> None:
     """Every built-in object validates with kubernetes-validate --strict (unknown fields are
     errors) against Kubernetes 1.34; Istio and Prometheus Operator resources validate against
-    ../shared/schemas (with unknown keys rejected in spec); cert-manager Certificates have the
+    tests/data/schemas (with unknown keys rejected in spec); cert-manager Certificates have the
     fields cert-manager needs."""
     name, docs = rendered
     assert docs, name
     for doc in docs:
         kind = doc["kind"]
         if (doc["apiVersion"], kind) in CR_SCHEMAS:
-            if not SCHEMAS.is_dir():
-                pytest.skip(f"{SCHEMAS} is absent: custom resources are not validated")
             _validate_custom_resource(doc)
         elif kind == "Certificate":
             assert doc["apiVersion"] == "cert-manager.io/v1"
@@ -140,10 +138,8 @@ def test_every_manifest_validates_strictly(rendered: tuple[str, list[Manifest]])
                 pytest.fail(f"{name}: {kind}/{doc['metadata']['name']}: {path}: {err.message}")
 
 
-def test_shared_schemas_are_present() -> None:
+def test_vendored_schemas_are_present() -> None:
     """The custom-resource schemas the validation uses are where the tests look for them."""
-    if not SCHEMAS.is_dir():
-        pytest.skip(f"{SCHEMAS} is absent: custom resources are not validated")
     for filename in CR_SCHEMAS.values():
         assert (SCHEMAS / filename).is_file(), filename
 
@@ -156,11 +152,10 @@ def test_validation_would_catch_a_bad_manifest() -> None:
     deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
-    if SCHEMAS.is_dir():
-        monitor = copy.deepcopy(find(docs, "ServiceMonitor")[0])
-        monitor["spec"]["endpoint"] = monitor["spec"].pop("endpoints")
-        with pytest.raises(jsonschema.ValidationError):
-            _validate_custom_resource(monitor)
+    monitor = copy.deepcopy(find(docs, "ServiceMonitor")[0])
+    monitor["spec"]["endpoint"] = monitor["spec"].pop("endpoints")
+    with pytest.raises(jsonschema.ValidationError):
+        _validate_custom_resource(monitor)
 
 
 # ---- values.schema.json ----------------------------------------------------------------------

@@ -13,21 +13,14 @@ import pytest
 from extauthz import methods
 
 REPO = Path(__file__).resolve().parents[2]
-# CI checks ``shared`` out beside the repository; locally it is /work/shared.
-REFERENCE_CANDIDATES = (REPO.parent / "shared" / "reference", Path("/work/shared/reference"))
+# Temporal facts vendored as test data; tests/data/README.md names their sources.
+REFERENCE_DIR = REPO / "tests" / "data" / "reference"
 
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """The folder of Temporal reference facts (``../shared/reference`` beside the clone)."""
-    for candidate in REFERENCE_CANDIDATES:
-        if (candidate / "temporal-api-access.csv").is_file():
-            return candidate
-    pytest.fail(
-        "Temporal reference data not found: expected temporal-api-access.csv in one of "
-        + ", ".join(str(c) for c in REFERENCE_CANDIDATES)
-        + " (check out `shared` beside the repository)"
-    )
+    """The folder of Temporal reference facts (``tests/data/reference``)."""
+    return REFERENCE_DIR
 
 
 @pytest.fixture(scope="session")

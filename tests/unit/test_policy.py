@@ -205,13 +205,13 @@ def test_allow_message_names_the_role_level_and_scope() -> None:
         "a system role of read or more")
 
 
-# --- property: the policy equals a straightforward reading of DESIGN.md --------------------
+# --- property: the policy equals a straightforward reading of the rules ----------------------
 
 NEEDED = {Access.READ_ONLY: 2, Access.WRITE: 4, Access.ADMIN: 8}
 
 
 def reference_allows(p: Principal, t: Target) -> bool:
-    """DESIGN.md's rules, written out independently of extauthz.policy."""
+    """Temporal's default-authorizer rules (docs/architecture.md), written out independently of extauthz.policy."""
     m = t.method
     if m.scope is Scope.HEALTH:
         return True

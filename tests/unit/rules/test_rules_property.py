@@ -2,7 +2,7 @@
 
 The reference below is written from Temporal's rules directly (numeric role comparison, system
 role for cluster scope, system | namespace role for namespace scope), plus the project's
-stricter invariants from DESIGN.md (empty namespace denied, every reached namespace checked,
+stricter invariants from docs/architecture.md (empty namespace denied, every reached namespace checked,
 a namespace named by id needs the system role). It shares no code with the engine.
 """
 
