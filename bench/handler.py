@@ -42,8 +42,8 @@ from extauthz.obs.observer import Telemetry
 from extauthz.pipeline import CheckInput, Pipeline
 from extauthz.server.grpc_service import AuthorizationService
 from extauthz.server.http1 import Connection
-from extauthz.server.http_service import HttpCheckServer, HttpResponses
-from extauthz.server.responses import ResponseBuilder, check_input
+from extauthz.server.http_service import HttpCheckServer
+from extauthz.server.responses import HttpResponses, ResponseBuilder, check_input
 
 WS = "/temporal.api.workflowservice.v1.WorkflowService/"
 BASELINE = "baseline always-allow"

@@ -38,16 +38,8 @@ from typing import Protocol
 from extauthz.model import STATUS_FORBIDDEN, Decision, Reason
 from extauthz.obs.observer import NullObserver, Observer
 from extauthz.pipeline import CheckInput
-from extauthz.server.http1 import (
-    STATUS_TEXT,
-    Connection,
-    Http1Server,
-    HttpLimits,
-    Request,
-    Response,
-    plain,
-)
-from extauthz.server.responses import REASON_HEADER, ResponseBuilder, _header_safe
+from extauthz.server.http1 import Connection, Http1Server, HttpLimits, Request, Response, plain
+from extauthz.server.responses import HttpResponses
 
 DEFAULT_PATH_PREFIX = "/check"
 CONTENT_TYPE_HEADER = "x-extauthz-content-type"
@@ -60,51 +52,6 @@ ENVOY_HEADER_NAMES = (
     "x-extauthz-content-type", "x-envoy-internal", "x-envoy-expected-rq-timeout-ms",
     "x-forwarded-proto", "x-forwarded-for", "grpc-encoding", "authorization-extras",
     "client-name", "client-version")
-_OK_CACHE_ENTRIES = 10_000
-
-class HttpResponses:
-    """Response bytes for decisions; identity header names come from the gRPC builder."""
-
-    def __init__(self, subject_header: str = "x-temporal-authz-subject"):
-        grpc_builder = ResponseBuilder(subject_header)
-        self._names = (grpc_builder.subject_header, grpc_builder.issuer_header,
-                       grpc_builder.kind_header)
-        self._ok_cache: dict[tuple[str, str, str], bytes] = {}
-        self._ok_anonymous = (b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n"
-                              b"x-envoy-auth-headers-to-remove: "
-                              + ",".join(self._names).encode() + b"\r\n")
-
-    def build(self, decision: Decision) -> tuple[bytes, bytes]:
-        """(status line and headers without the final CRLF, body) for a decision."""
-        if decision.allowed:
-            p = decision.principal
-            if p is None:
-                return self._ok_anonymous, b""
-            key = (p.subject, p.issuer, p.kind)
-            head = self._ok_cache.get(key)
-            if head is None:
-                if len(self._ok_cache) >= _OK_CACHE_ENTRIES:
-                    self._ok_cache.clear()
-                head = self._ok_cache[key] = self._ok_for(*key)
-            return head, b""
-        return denied(decision.status, str(decision.reason), decision.message)
-
-    def _ok_for(self, subject: str, issuer: str, kind: str) -> bytes:
-        lines = b"".join(f"{name}: {_header_safe(value)}\r\n".encode("ascii")
-                         for name, value in zip(self._names, (subject, issuer, kind),
-                                                strict=True))
-        return b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n" + lines
-
-
-def denied(status: int, reason: str, message: str) -> tuple[bytes, bytes]:
-    """A denial: ``<code>: <message>`` as the body, the code in ``x-temporal-authz-reason``."""
-    body = f"{reason}: {message}".encode()
-    head = (b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            b"content-length: %d\r\n%s: %s\r\n"
-            % (status, STATUS_TEXT.get(status, b"Error"), len(body), REASON_HEADER.encode(),
-               _header_safe(reason).encode("ascii")))
-    return head, body
-
 
 _GRPC_CONTENT_TYPE = Decision.deny(
     Reason.UNSUPPORTED_PROTOCOL,
