@@ -41,8 +41,9 @@ from extauthz.obs.metrics import Metrics
 from extauthz.obs.observer import Telemetry
 from extauthz.pipeline import CheckInput, Pipeline
 from extauthz.server.grpc_service import AuthorizationService
-from extauthz.server.http_service import HttpCheckServer, HttpResponses, _Connection
-from extauthz.server.responses import ResponseBuilder, check_input
+from extauthz.server.http1 import Connection
+from extauthz.server.http_service import HttpCheckServer
+from extauthz.server.responses import HttpResponses, ResponseBuilder, check_input
 
 WS = "/temporal.api.workflowservice.v1.WorkflowService/"
 BASELINE = "baseline always-allow"
@@ -118,7 +119,7 @@ class _AlwaysAllow:
 def http_case(server: HttpCheckServer, raw: bytes) -> Case:
     """Raw HTTP/1.1 request bytes into one keep-alive connection; the answer's bytes out."""
     transport = _MemoryTransport()
-    conn = _Connection(server)
+    conn = Connection(server.http1)
     conn.connection_made(transport)  # type: ignore[arg-type]
 
     async def case() -> bytes:

@@ -21,13 +21,9 @@ from extauthz.pipeline import Authorizer, Pipeline
 from extauthz.policy import authorize as temporal_default
 from extauthz.rules.reload import PolicyHolder, PolicyStatus, metrics_listener
 from extauthz.server.grpc_service import AuthorizationService
-from extauthz.server.http_service import (
-    ENVOY_MAX_REQUEST_BYTES,
-    HttpCheckServer,
-    HttpLimits,
-    HttpResponses,
-)
-from extauthz.server.responses import ResponseBuilder
+from extauthz.server.http1 import HttpLimits
+from extauthz.server.http_service import ENVOY_MAX_REQUEST_BYTES, HttpCheckServer
+from extauthz.server.responses import HttpResponses, ResponseBuilder
 from extauthz.server.tls import CertificateFiles, ServerSSLContext, server_credentials
 
 log = structlog.get_logger("extauthz.server")

@@ -1,4 +1,6 @@
-"""Envoy CheckRequest in, CheckResponse out: the only place that builds Envoy protobufs."""
+"""Decisions to answers Envoy's ext_authz filter reads: CheckResponses (gRPC mode, the only
+place that builds Envoy protobufs) and HTTP/1.1 response bytes (HTTP mode); and Envoy's
+CheckRequest to the pipeline's input."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from google.rpc import code_pb2, status_pb2
 
 from extauthz.model import Decision, Reason
 from extauthz.pipeline import CheckInput
+from extauthz.server.http1.wire import STATUS_TEXT, Response
 
 _GRPC_CODE = {
     401: code_pb2.UNAUTHENTICATED,
@@ -111,6 +114,54 @@ class ResponseBuilder:
                 )],
             ),
         )
+
+
+class HttpResponses:
+    """HTTP mode: response bytes for decisions; identity header names as in ``ResponseBuilder``.
+
+    Allow: ``200`` with the identity headers, or, without an identity,
+    ``x-envoy-auth-headers-to-remove`` naming them; deny: ``http_denied``."""
+
+    def __init__(self, subject_header: str = "x-temporal-authz-subject"):
+        grpc_builder = ResponseBuilder(subject_header)
+        self._names = (grpc_builder.subject_header, grpc_builder.issuer_header,
+                       grpc_builder.kind_header)
+        self._ok_cache: dict[tuple[str, str, str], bytes] = {}
+        self._ok_anonymous = (b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n"
+                              b"x-envoy-auth-headers-to-remove: "
+                              + ",".join(self._names).encode() + b"\r\n")
+
+    def build(self, decision: Decision) -> Response:
+        """(status line and headers without the final CRLF, body) for a decision."""
+        if decision.allowed:
+            p = decision.principal
+            if p is None:
+                return self._ok_anonymous, b""
+            key = (p.subject, p.issuer, p.kind)
+            head = self._ok_cache.get(key)
+            if head is None:
+                if len(self._ok_cache) >= _OK_CACHE_ENTRIES:
+                    self._ok_cache.clear()
+                head = self._ok_cache[key] = self._ok_for(*key)
+            return head, b""
+        return http_denied(decision.status, str(decision.reason), decision.message)
+
+    def _ok_for(self, subject: str, issuer: str, kind: str) -> bytes:
+        lines = b"".join(f"{name}: {_header_safe(value)}\r\n".encode("ascii")
+                         for name, value in zip(self._names, (subject, issuer, kind),
+                                                strict=True))
+        return b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n" + lines
+
+
+def http_denied(status: int, reason: str, message: str) -> Response:
+    """An HTTP-mode denial: ``<code>: <message>`` as the body, the code in
+    ``x-temporal-authz-reason``."""
+    body = f"{reason}: {message}".encode()
+    head = (b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: %d\r\n%s: %s\r\n"
+            % (status, STATUS_TEXT.get(status, b"Error"), len(body), REASON_HEADER.encode(),
+               _header_safe(reason).encode("ascii")))
+    return head, body
 
 
 def _header_safe(value: str) -> str:

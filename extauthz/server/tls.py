@@ -13,7 +13,7 @@ warning is logged once per change, and the next handshake looks again. At start-
 set is an error (:class:`TLSFilesError`): the server refuses to start rather than serve without
 the TLS it was told to use.
 
-The HTTP ext_authz listener (``server.http_service``) has no such fetcher in asyncio: it accepts
+The HTTP ext_authz listener (``server.http1``) has no such fetcher in asyncio: it accepts
 plain TCP and upgrades each connection with ``loop.start_tls`` and the :class:`ssl.SSLContext`
 that :class:`ServerSSLContext` holds, rebuilt from a new set of files when they change. The
 same files, the same checks, the same semantics: a new connection gets the new certificate and

@@ -20,7 +20,9 @@ from extauthz.devissuer import DevIssuer
 from extauthz.model import STATUS_UNAUTHENTICATED, Decision, Principal, Reason
 from extauthz.pipeline import CheckInput
 from extauthz.procs import ManagedProcess, free_port, http_get, wait_until
-from extauthz.server.http_service import HttpCheckServer, HttpLimits, HttpResponses
+from extauthz.server.http1 import HttpLimits
+from extauthz.server.http_service import HttpCheckServer
+from extauthz.server.responses import HttpResponses
 
 # the server fixture and the tests share the session loop
 pytestmark = pytest.mark.asyncio(loop_scope="session")

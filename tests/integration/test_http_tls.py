@@ -31,7 +31,9 @@ from extauthz.model import Decision, Principal, Reason
 from extauthz.pipeline import CheckInput
 from extauthz.procs import LOOPBACK, free_port
 from extauthz.server.app import Server
-from extauthz.server.http_service import HttpCheckServer, HttpLimits, HttpResponses
+from extauthz.server.http1 import HttpLimits
+from extauthz.server.http_service import HttpCheckServer
+from extauthz.server.responses import HttpResponses
 from extauthz.server.tls import ServerSSLContext, TLSFilesError
 
 # async fixtures run in the session loop (asyncio_default_fixture_loop_scope): so do the tests

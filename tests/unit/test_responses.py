@@ -11,8 +11,10 @@ from extauthz.model import Decision, Principal, Reason
 from extauthz.server.responses import (
     REASON_HEADER,
     BodyNotBytesError,
+    HttpResponses,
     ResponseBuilder,
     check_input,
+    http_denied,
 )
 
 OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -155,3 +157,28 @@ def test_string_body_is_refused() -> None:
     """A body sent as a string (pack_as_bytes off) raises BodyNotBytesError."""
     with pytest.raises(BodyNotBytesError):
         check_input(_check_request(path="/p", method="POST", body="\x00\x00\x00\x00\x00"))
+
+
+def test_http_allow_carries_the_identity_headers_byte_for_byte() -> None:
+    """HTTP mode: an allow is a bodiless 200 with the three identity headers."""
+    head, body = HttpResponses().build(allowed(Principal("alice", "https://idp", "user")))
+    assert (head, body) == (b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n"
+                            b"x-temporal-authz-subject: alice\r\n"
+                            b"x-temporal-authz-issuer: https://idp\r\n"
+                            b"x-temporal-authz-kind: user\r\n", b"")
+
+
+def test_http_anonymous_allow_asks_envoy_to_remove_identity_headers() -> None:
+    """HTTP mode: an allow without a principal names the identity headers to remove."""
+    head, _ = HttpResponses().build(allowed(None))
+    assert head == (b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n"
+                    b"x-envoy-auth-headers-to-remove: " + ",".join(IDENTITY).encode() + b"\r\n")
+
+
+def test_http_denial_has_the_reason_as_body_and_header() -> None:
+    """HTTP mode: a denial is ``<code>: <message>`` with the code in the reason header."""
+    head, body = HttpResponses().build(Decision.deny(Reason.PERMISSION_DENIED, "no"))
+    assert body == b"permission_denied: no"
+    assert head == (b"HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                    b"content-length: 21\r\n" + REASON_HEADER.encode() + b": permission_denied\r\n")
+    assert http_denied(599, "x", "y")[0].startswith(b"HTTP/1.1 599 Error\r\n")
