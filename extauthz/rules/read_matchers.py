@@ -43,9 +43,6 @@ def claim_sources(r: Reader) -> ClaimSources:
     return sources
 
 
-_MATCH_KEYS = ("anyone", "groups", "scopes", "subject", "client_id", "issuer", "kind", "claims")
-
-
 def matcher(data: object, path: str, source: str, *, allow_kind: bool = True) -> Matcher:
     """A matcher: one mapping of conditions, or a list of alternatives."""
     items = data if isinstance(data, list) else [data]
