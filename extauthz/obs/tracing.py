@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from extauthz import methods
-from extauthz.config import ConfigError, TracingSettings, otel_proto_clash
 from extauthz.model import Decision
 from extauthz.obs.metrics import result_of
+from extauthz.obs.tracing_config import TracingSettings, TracingUnavailable, otel_proto_clash
 from extauthz.pipeline import CheckInput
 
 if TYPE_CHECKING:
@@ -146,15 +146,18 @@ def traces_url(endpoint: str) -> str | None:
 
 
 def start_tracing(settings: TracingSettings, source: str = "<config>") -> CheckTracer | None:
-    """The tracer of this process, or None when tracing is off (nothing imported then)."""
+    """The tracer of this process, or None when tracing is off (nothing imported then).
+
+    ``TracingUnavailable`` (names ``source``) when OpenTelemetry cannot load.
+    """
     if not settings.enabled:
         return None
     try:
         from extauthz.obs import tracing_otel
     except ImportError as exc:
         if problem := otel_proto_clash():
-            raise ConfigError(f"{source}: tracing.enabled: {problem}") from None
-        raise ConfigError(f"{source}: tracing.enabled: tracing needs the OpenTelemetry "
-                          "packages, which are not installed (pip install "
-                          f"'temporal-extauthz[tracing]'): {exc}") from None
+            raise TracingUnavailable(f"{source}: tracing.enabled: {problem}") from None
+        raise TracingUnavailable(f"{source}: tracing.enabled: tracing needs the OpenTelemetry "
+                                 "packages, which are not installed (pip install "
+                                 f"'temporal-extauthz[tracing]'): {exc}") from None
     return tracing_otel.CheckTracer.start(settings)

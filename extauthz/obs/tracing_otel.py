@@ -30,7 +30,6 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from extauthz.config import TracingSettings
 from extauthz.model import Decision
 from extauthz.obs.metrics import RESULT_ERROR
 from extauthz.obs.tracing import (
@@ -43,6 +42,7 @@ from extauthz.obs.tracing import (
     span_attributes,
     traces_url,
 )
+from extauthz.obs.tracing_config import TracingSettings
 from extauthz.pipeline import CheckInput
 
 log = structlog.get_logger("extauthz.tracing")

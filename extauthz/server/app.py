@@ -15,8 +15,6 @@ from extauthz import methods
 from extauthz.auth.authenticator import Authenticator
 from extauthz.config import Settings, parse_host_port
 from extauthz.obs.metrics import category
-from extauthz.obs.runtime import Observability
-from extauthz.obs.tracing import start_tracing
 from extauthz.pipeline import Authorizer, Pipeline
 from extauthz.policy import authorize as temporal_default
 from extauthz.rules.reload import PolicyHolder, PolicyStatus, metrics_listener
@@ -24,6 +22,7 @@ from extauthz.server.grpc_service import AuthorizationService
 from extauthz.server.http1 import HttpLimits
 from extauthz.server.http_service import ENVOY_MAX_REQUEST_BYTES, HttpCheckServer
 from extauthz.server.responses import HttpResponses, ResponseBuilder
+from extauthz.server.telemetry import Observability, start_tracing
 from extauthz.server.tls import CertificateFiles, ServerSSLContext, server_credentials
 
 log = structlog.get_logger("extauthz.server")

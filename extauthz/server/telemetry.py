@@ -1,4 +1,5 @@
-"""Wiring of metrics and the audit log into one server process (used by ``server.app``).
+"""Wiring of telemetry from ``Settings`` into one server process (used by ``server.app``):
+metrics, the audit log and the tracer.
 
 - single process: metrics in the process's own registry, ``/metrics`` served here when
   ``metrics_listen`` is set;
@@ -10,14 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from extauthz.config import Settings, parse_host_port
+from extauthz.config import ConfigError, Settings, parse_host_port
 from extauthz.obs import metrics as m
+from extauthz.obs import tracing
 from extauthz.obs.audit import AuditLog
 from extauthz.obs.observer import Telemetry
+from extauthz.obs.tracing_config import TracingSettings, TracingUnavailable
+
+if TYPE_CHECKING:
+    from extauthz.obs.tracing_otel import CheckTracer
 
 log = structlog.get_logger("extauthz.obs")
 SYNC_INTERVAL_SECONDS = 1.0
@@ -77,3 +83,11 @@ class Observability:
             self._http = None
         if m.installed() is self.metrics:
             m.install(None)
+
+
+def start_tracing(settings: TracingSettings, source: str = "<config>") -> CheckTracer | None:
+    """``extauthz.obs.tracing.start_tracing``, its failure a ``ConfigError`` (same message)."""
+    try:
+        return tracing.start_tracing(settings, source)
+    except TracingUnavailable as exc:
+        raise ConfigError(str(exc)) from None
