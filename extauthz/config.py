@@ -50,8 +50,8 @@ from typing import Any, TypeVar
 import yaml
 
 from extauthz.auth.keys import MAX_RSA_BITS, MIN_RSA_BITS
-from extauthz.auth.types import ASYMMETRIC_ALGORITHMS, ClaimMapping, IssuerConfig
-from extauthz.claims import validate_regex
+from extauthz.auth.types import ASYMMETRIC_ALGORITHMS, IssuerConfig
+from extauthz.claims import ClaimMapping, validate_regex
 
 DEFAULT_LISTEN = "127.0.0.1:9191"
 DEFAULT_HTTP_LISTEN = "127.0.0.1:9192"

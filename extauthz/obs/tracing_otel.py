@@ -31,19 +31,10 @@ from opentelemetry.trace import (
 )
 
 from extauthz.config import TracingSettings
-from extauthz.model import Decision
+from extauthz.model import CheckInput, Decision
 from extauthz.obs.metrics import RESULT_ERROR
-from extauthz.obs.tracing import (
-    SERVICE_NAME,
-    SPAN_NAME,
-    TRACEPARENT,
-    TRACESTATE,
-    parse_traceparent,
-    parse_tracestate,
-    span_attributes,
-    traces_url,
-)
-from extauthz.pipeline import CheckInput
+from extauthz.obs.spans import SERVICE_NAME, SPAN_NAME, span_attributes, traces_url
+from extauthz.obs.tracecontext import TRACEPARENT, TRACESTATE, parse_traceparent, parse_tracestate
 
 log = structlog.get_logger("extauthz.tracing")
 # the exporter's timeout per batch: bounds how long a shutdown waits for a dead collector

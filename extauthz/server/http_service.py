@@ -59,9 +59,9 @@ from typing import Any, Protocol, cast
 import httptools
 import structlog
 
-from extauthz.model import STATUS_FORBIDDEN, Decision, Reason
-from extauthz.obs.observer import NullObserver, Observer
-from extauthz.pipeline import CheckInput
+from extauthz.interfaces import Observer
+from extauthz.model import STATUS_FORBIDDEN, CheckInput, Decision, Reason
+from extauthz.obs.observer import NullObserver
 from extauthz.server.responses import REASON_HEADER, ResponseBuilder, _header_safe
 
 log = structlog.get_logger("extauthz.http")

@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extauthz import methods
-from extauthz.auth.types import ClaimMapping
-from extauthz.claims import ClaimMapper
+from extauthz.claims import ClaimMapper, ClaimMapping
 from extauthz.model import Method, Target
 from extauthz.policy import authorize as temporal_default
 from extauthz.rules.document import temporal_compatible
