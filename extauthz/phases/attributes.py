@@ -9,7 +9,8 @@ Pure: no I/O.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import NamedTuple
 
 from extauthz import httpapi, methods
 from extauthz.model import STATUS_UNAUTHENTICATED, CheckInput, Decision, Method, Reason, Target
@@ -23,19 +24,18 @@ _MAX_PATH_IN_MESSAGE = 160
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,20}/[A-Za-z0-9!#$&^_.+-]{1,27}")
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """A request to judge: its method is known, its shape passed, it carries one token."""
+class Call(NamedTuple):
+    """A request to judge: its method is known, its shape passed, it carries one token.
 
+    A named tuple, not a frozen dataclass: one is built per check, and a frozen dataclass's
+    ``__init__`` costs about 0.25 µs more (a few per cent of a cached check).
+    """
+
+    method: Method
     entry: methods.MethodEntry
     token: str
     # the HTTP API route for a call of Temporal's HTTP API; None for a gRPC call
     route: httpapi.Route | None = None
-
-    @property
-    def method(self) -> Method:
-        """The gRPC method called."""
-        return self.entry.method
 
 
 def read(req: CheckInput, router: httpapi.Router | None, max_body_bytes: int) -> Call | Decision:
@@ -85,7 +85,7 @@ def _with_token(entry: methods.MethodEntry, req: CheckInput,
     token = bearer_token(req.headers.get("authorization"))
     if isinstance(token, Decision):
         return replace(token, target=Target(entry.method))
-    return Call(entry, token, route)
+    return Call(entry.method, entry, token, route)
 
 
 def precheck(req: CheckInput) -> Decision | None:
