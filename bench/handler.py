@@ -35,11 +35,11 @@ from bench.common import frame, summary
 from extauthz.auth.authenticator import Authenticator
 from extauthz.auth.types import IssuerConfig
 from extauthz.devissuer import DevIssuer
-from extauthz.model import Decision, Principal, Reason
+from extauthz.model import CheckInput, Decision, Principal, Reason
 from extauthz.obs.audit import AuditLog
 from extauthz.obs.metrics import Metrics
 from extauthz.obs.observer import Telemetry
-from extauthz.pipeline import CheckInput, Pipeline
+from extauthz.pipeline import Pipeline
 from extauthz.server.grpc_service import AuthorizationService
 from extauthz.server.http1 import Connection
 from extauthz.server.http_service import HttpCheckServer

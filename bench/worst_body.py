@@ -290,8 +290,8 @@ def _rss_peak_kib() -> int:
 def measure(case: Case, body: bytes, repeats: int) -> dict[str, Any]:
     """Everything the table shows for one case, measured in this process."""
     from extauthz import methods
-    from extauthz.model import Decision
-    from extauthz.pipeline import CheckInput, Pipeline
+    from extauthz.model import CheckInput, Decision
+    from extauthz.pipeline import Pipeline
 
     entry = methods.by_name(f"WorkflowService/{case.method}")
     assert entry is not None

@@ -1,4 +1,4 @@
-"""Value types shared by every layer: methods, targets, principals and decisions.
+"""Value types shared by every layer: requests, methods, targets, principals and decisions.
 
 Everything here is pure data: frozen, slotted dataclasses and enums. No I/O.
 """
@@ -165,6 +165,16 @@ class Principal:
 
 
 # HTTP status Envoy turns into a gRPC status for the client.
+@dataclass(frozen=True, slots=True)
+class CheckInput:
+    """A request as Envoy describes it. ``headers`` keys are lower-case."""
+
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+    method: str = "POST"
+
+
 STATUS_UNAUTHENTICATED = 401  # -> UNAUTHENTICATED
 STATUS_FORBIDDEN = 403  # -> PERMISSION_DENIED
 STATUS_UNAVAILABLE = 503  # -> UNAVAILABLE (retryable)

@@ -11,8 +11,9 @@ from google.protobuf.descriptor_pool import Default as default_pool
 
 from extauthz import config, methods
 from extauthz.auth.types import AuthError, IssuerConfig, VerifiedToken
-from extauthz.model import Decision, Reason
-from extauthz.pipeline import Authorizer, CheckInput, Pipeline, TokenVerifier
+from extauthz.interfaces import Authorizer, TokenVerifier
+from extauthz.model import CheckInput, Decision, Reason
+from extauthz.pipeline import Pipeline
 from extauthz.policy import authorize as temporal_default
 from extauthz.rules.engine import Engine
 

@@ -31,8 +31,9 @@ from google.rpc import code_pb2
 
 from extauthz import methods
 from extauthz.auth.types import AuthError, IssuerConfig, VerifiedToken
+from extauthz.interfaces import Authorizer
 from extauthz.model import Principal, Reason, Scope, Target
-from extauthz.pipeline import Authorizer, Pipeline
+from extauthz.pipeline import Pipeline
 from extauthz.policy import authorize as temporal_default
 from extauthz.rules.reload import PolicyHolder
 from extauthz.server.grpc_service import AuthorizationService

@@ -2,8 +2,8 @@
 
 Independent of ``extauthz.wire`` (no wire scanning) and of the scan plans in
 ``extauthz.methods`` (no depth limit, no plan): it walks the decoded message by its
-descriptors with the rules docs/architecture.md states, so comparing it with the scanner checks that the
-scanner reads the bytes as protobuf does (last one wins, merged messages, oneofs, repeats).
+descriptors with the rules docs/architecture.md states, so comparing it with the scanner checks
+that the scanner reads the bytes as protobuf does (last one wins, merged messages, oneofs, repeats).
 
 - the request's own ``namespace`` (top level), or its namespace id where the method names one;
 - ``namespace`` of nested messages listed in ``methods.CROSS_NAMESPACE_MESSAGES``;

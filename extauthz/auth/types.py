@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from extauthz.claims import ClaimMapping
 from extauthz.model import STATUS_UNAUTHENTICATED, Reason
 
 # Every asymmetric JWS algorithm PyJWT supports. Never "none", never HS*.
@@ -15,42 +16,6 @@ ASYMMETRIC_ALGORITHMS: tuple[str, ...] = (
     "ES256", "ES256K", "ES384", "ES512",
     "EdDSA",
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimMapping:
-    """How verified claims become Temporal roles (Temporal's default claim mapper shape)."""
-
-    permissions_claim: str = "permissions"
-    # optional regex with named groups `namespace` and `role`, matched against each permission
-    permissions_regex: str | None = None
-    subject_claim: str = "sub"
-    # claims that name the subject of a token without a human subject (client-credentials
-    # tokens: the client id); () requires ``subject_claim``. See ``subject_from``.
-    subject_fallback: tuple[str, ...] = ("client_id", "azp")
-
-    def subject_from(self, claims: Mapping[str, Any]) -> tuple[str, str] | None:
-        """The token's subject and the claim it was read from; ``None`` if it has none.
-
-        The configured ``subject_claim`` when the token has it; it must then be a non-empty
-        string, or the token has no subject (never a fallback: a present but bad subject is a
-        bad token). When the token has neither that claim nor ``sub`` (no human subject), the
-        first ``subject_fallback`` claim that is a non-empty string: a client-credentials
-        token's client id. A token that has ``sub`` but lacks a different configured subject
-        claim (e.g. ``email``) is a human without that claim, never the client it logged in
-        through, so it gets no fallback either.
-        """
-        name = self.subject_claim
-        if name in claims:
-            value = claims[name]
-            return (value, name) if isinstance(value, str) and value else None
-        if "sub" in claims:
-            return None
-        for fallback in self.subject_fallback:
-            value = claims.get(fallback)
-            if isinstance(value, str) and value:
-                return value, fallback
-        return None
 
 
 @dataclass(frozen=True, slots=True)

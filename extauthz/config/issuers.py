@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from extauthz.auth.keys import MAX_RSA_BITS, MIN_RSA_BITS
-from extauthz.auth.types import ASYMMETRIC_ALGORITHMS, ClaimMapping, IssuerConfig
-from extauthz.claims import validate_regex
+from extauthz.auth.types import ASYMMETRIC_ALGORITHMS, IssuerConfig
+from extauthz.claims import ClaimMapping, validate_regex
 from extauthz.yamlread import Reader
 
 

@@ -22,9 +22,8 @@ from typing import Any, TextIO
 
 import structlog
 
-from extauthz.model import Decision, clip
+from extauthz.model import CheckInput, Decision, clip
 from extauthz.obs.metrics import result_of
-from extauthz.pipeline import CheckInput
 
 AUDIT_EVENT = "authz.decision"
 _MAX_HEADER_CHARS = 128

@@ -17,14 +17,13 @@ caches them, so a check costs a dict lookup, a counter increment and a histogram
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -37,6 +36,7 @@ from prometheus_client import (
 )
 
 from extauthz import __version__
+from extauthz.interfaces import IssuerSource
 from extauthz.model import STATUS_UNAVAILABLE, Access, Decision, Method, Scope
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -54,27 +54,28 @@ POLICY_RELOAD_RESULTS = frozenset({"ok", "error"})
 # distinct label sets cached per Metrics object; past this, children are resolved per call
 _MAX_CACHED_CHILDREN = 20_000
 
+Partition = Mapping[str, Collection[str]]
+
 
 def multiprocess_dir() -> str | None:
     """The multi-process directory when this process is one of several workers."""
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def category(method: Method | None) -> str:
+def category(method: Method | None, partition: Partition | None = None) -> str:
     """The API category of a method, one per method: read, write, admin, cluster, health, or
-    unknown. Uses the policy engine's ``extauthz.rules.categories`` partition when present
-    (its overlapping ``worker``/``cluster-read`` sets are not metric labels), otherwise
-    Temporal's scope/access classification. Called once per label set, never per check."""
+    unknown. ``partition`` (category name → method paths) is the policy engine's
+    ``extauthz.rules.categories.categories()``, passed in by whoever builds the metrics (its
+    overlapping ``worker``/``cluster-read`` sets are not metric labels); without it, or for a
+    method it does not place, Temporal's scope/access classification (the same partition).
+    Called once per label set, never per check."""
     if method is None:
         return UNKNOWN
     if method.scope is Scope.HEALTH:
         return "health"
-    with contextlib.suppress(Exception):  # optional module; a label never fails a check
-        from extauthz.rules import categories as rules_categories
-
-        sets = rules_categories.categories()
+    if partition is not None:
         for name in ("cluster", "admin", "write", "read"):
-            if method.path in sets.get(name, ()):
+            if method.path in partition.get(name, ()):
                 return name
     return default_category(method)
 
@@ -124,21 +125,6 @@ class MetricsOptions:
     subject_label_cap: int = 50  # denied subjects; 0 turns the counter off
 
 
-class IssuerSource(Protocol):
-    """What ``sync_auth`` reads from the authenticator."""
-
-    @property
-    def stats(self) -> Any:
-        """Cache counters: ``hits``, ``misses``, ``negative_hits``."""
-
-    @property
-    def cache_size(self) -> int:
-        """Entries in the positive token cache."""
-
-    def issuer_states(self) -> Mapping[str, Mapping[str, Any]]:
-        """Per-issuer key state."""
-
-
 class Metrics:
     """Every metric of one server process."""
 
@@ -146,8 +132,10 @@ class Metrics:
         self,
         options: MetricsOptions | None = None,
         registry: CollectorRegistry | None = None,
+        categories: Partition | None = None,
     ):
         self.options = options or MetricsOptions()
+        self._categories = categories
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.multiprocess = multiprocess_dir() is not None
         r = self.registry
@@ -254,7 +242,7 @@ class Metrics:
         self, key: tuple[Any, ...], decision: Decision, method: Method | None, ns: str
     ) -> tuple[Any, Any, Method | None]:
         result = result_of(decision)
-        labels = [result, str(decision.reason), category(method),
+        labels = [result, str(decision.reason), category(method, self._categories),
                   method.short if method is not None else UNKNOWN,
                   "true" if decision.dry_run else "false"]
         if self.options.namespace_labels:

@@ -1,31 +1,20 @@
 """The seam between the decision path and observability (metrics, audit log, tracing).
 
-Adapters call ``observer.checked(...)`` once per check, after the decision. The default
-``NullObserver`` costs one method call.
+Adapters call ``observer.checked(...)`` once per check, after the decision (the ``Observer``
+Protocol is in ``extauthz.interfaces``). The default ``NullObserver`` costs one method call.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from extauthz import methods
-from extauthz.model import Decision, Method
+from extauthz.model import CheckInput, Decision, Method
 from extauthz.obs.audit import AuditLog
 from extauthz.obs.metrics import Metrics
-from extauthz.pipeline import CheckInput
 
 if TYPE_CHECKING:  # OpenTelemetry is imported only when tracing is enabled
     from extauthz.obs.tracing_otel import CheckTracer
-
-
-class Observer(Protocol):
-    """Receives every decision with its latency and the request it was made for."""
-
-    def check_started(self) -> None:
-        """A check began (for the in-flight gauge)."""
-
-    def checked(self, req: CheckInput | None, decision: Decision, seconds: float) -> None:
-        """A check finished. ``req`` is None when the request could not be read."""
 
 
 class NullObserver:

@@ -30,20 +30,11 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from extauthz.model import Decision
+from extauthz.model import CheckInput, Decision
 from extauthz.obs.metrics import RESULT_ERROR
-from extauthz.obs.tracing import (
-    SERVICE_NAME,
-    SPAN_NAME,
-    TRACEPARENT,
-    TRACESTATE,
-    parse_traceparent,
-    parse_tracestate,
-    span_attributes,
-    traces_url,
-)
+from extauthz.obs.spans import SERVICE_NAME, SPAN_NAME, span_attributes, traces_url
+from extauthz.obs.tracecontext import TRACEPARENT, TRACESTATE, parse_traceparent, parse_tracestate
 from extauthz.obs.tracing_config import TracingSettings
-from extauthz.pipeline import CheckInput
 
 log = structlog.get_logger("extauthz.tracing")
 # the exporter's timeout per batch: bounds how long a shutdown waits for a dead collector

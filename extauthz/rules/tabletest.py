@@ -1,8 +1,9 @@
 """``extauthz test FILE.yaml``: a table of expected decisions, run against a policy. Pure.
 
 Each case goes through the same steps the server runs after token verification: the request
-body is encoded from protobuf JSON and scanned by the real body scanner (``Pipeline.target``),
-the claims are mapped by Temporal's claim mapper, and the policy engine decides. File format:
+body is encoded from protobuf JSON and scanned by the real body scanner
+(``extauthz.phases.target``), the claims are mapped by Temporal's claim mapper, and the policy
+engine decides. File format:
 
 .. code-block:: yaml
 
@@ -31,11 +32,10 @@ from typing import Any
 
 import yaml
 
-from extauthz import methods
-from extauthz.auth.types import ClaimMapping
-from extauthz.claims import ClaimMapper
-from extauthz.model import Decision, Target
-from extauthz.pipeline import CheckInput, Pipeline
+from extauthz import methods, wire
+from extauthz.claims import ClaimMapper, ClaimMapping
+from extauthz.model import CheckInput, Decision, Target
+from extauthz.phases import target as targets
 from extauthz.rules.document import PolicyError, load_file
 from extauthz.rules.engine import Engine
 
@@ -94,15 +94,8 @@ def build_target(method: str, request: Mapping[str, Any]) -> Target | Decision:
     entry = case_method(method)
     body = encode_request(entry, request)
     headers = {"content-type": "application/grpc"}
-    return _PIPELINE.target(entry, CheckInput(entry.method.path, headers, body))
-
-
-class _NoVerifier:
-    async def verify(self, token: str) -> Any:
-        raise AssertionError("tables give verified claims; no token is verified")
-
-
-_PIPELINE = Pipeline(_NoVerifier())  # only `target` (the body scanner) is used
+    return targets.of_grpc(entry, CheckInput(entry.method.path, headers, body),
+                           wire.DEFAULT_MAX_MESSAGE_BYTES)
 
 
 def run_case(engine: Engine, case: Mapping[str, Any], principals: Mapping[str, Any],

@@ -7,8 +7,9 @@ import time
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
+from extauthz.interfaces import Observer
 from extauthz.model import STATUS_FORBIDDEN, Decision, Reason
-from extauthz.obs.observer import NullObserver, Observer
+from extauthz.obs.observer import NullObserver
 from extauthz.pipeline import Pipeline
 from extauthz.server.responses import BodyNotBytesError, ResponseBuilder, check_input
 

@@ -33,11 +33,10 @@ import asyncio
 import ssl
 import time
 from collections.abc import Callable
-from typing import Protocol
 
-from extauthz.model import STATUS_FORBIDDEN, Decision, Reason
-from extauthz.obs.observer import NullObserver, Observer
-from extauthz.pipeline import CheckInput
+from extauthz.interfaces import Checker, Observer
+from extauthz.model import STATUS_FORBIDDEN, CheckInput, Decision, Reason
+from extauthz.obs.observer import NullObserver
 from extauthz.server.http1 import Connection, Http1Server, HttpLimits, Request, Response, plain
 from extauthz.server.responses import HttpResponses
 
@@ -61,14 +60,6 @@ _GRPC_CONTENT_TYPE = Decision.deny(
 _HEALTHY = plain(200, "SERVING\n")
 _UNHEALTHY = plain(503, "NOT_SERVING\n")
 _NOT_FOUND = plain(404, "not found: checks are POST <path_prefix><gRPC method path>\n")
-
-
-class Checker(Protocol):
-    """What the adapter needs from the decision core (``Pipeline``)."""
-
-    async def check(self, req: CheckInput) -> Decision:
-        """Decide one request; never raises."""
-        ...
 
 
 class HttpCheckServer:

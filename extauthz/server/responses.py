@@ -11,8 +11,7 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from extauthz.model import Decision, Reason
-from extauthz.pipeline import CheckInput
+from extauthz.model import CheckInput, Decision, Reason
 from extauthz.server.http1.wire import STATUS_TEXT, Response
 
 _GRPC_CODE = {

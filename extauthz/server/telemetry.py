@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from extauthz.config import ConfigError, Settings, parse_host_port
+from extauthz.interfaces import IssuerSource
 from extauthz.obs import metrics as m
 from extauthz.obs import tracing
 from extauthz.obs.audit import AuditLog
@@ -32,7 +33,8 @@ SYNC_INTERVAL_SECONDS = 1.0
 class Observability:
     """Metrics (when wanted), the audit log, and the observer the Check servicer calls."""
 
-    def __init__(self, settings: Settings, *, worker: bool = False):
+    def __init__(self, settings: Settings, *, worker: bool = False,
+                 categories: m.Partition | None = None):
         self.settings = settings
         self.worker = worker
         wanted = bool(settings.metrics_listen) or m.multiprocess_dir() is not None
@@ -40,7 +42,7 @@ class Observability:
             namespace_labels=settings.metrics_namespace_labels,
             namespace_label_cap=settings.metrics_namespace_label_cap,
             subject_label_cap=settings.metrics_subject_label_cap,
-        )) if wanted else None
+        ), categories=categories) if wanted else None
         m.install(self.metrics)
         self.audit = AuditLog(settings.audit_allow_sample_rate, settings.log_format)
         self.observer = Telemetry(self.metrics, self.audit)
@@ -61,7 +63,7 @@ class Observability:
         self._http, self.metrics_port = m.serve_metrics(host, port, self.metrics.registry)
         log.info("metrics.listening", address=f"{host}:{self.metrics_port}")
 
-    async def sync_loop(self, auth: m.IssuerSource, stopping: asyncio.Event) -> None:
+    async def sync_loop(self, auth: IssuerSource, stopping: asyncio.Event) -> None:
         """Copy the authenticator's state into the metrics every second until ``stopping``."""
         if self.metrics is None:
             return

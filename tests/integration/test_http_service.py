@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 
 from extauthz.devissuer import DevIssuer
-from extauthz.model import STATUS_UNAUTHENTICATED, Decision, Principal, Reason
-from extauthz.pipeline import CheckInput
+from extauthz.model import STATUS_UNAUTHENTICATED, CheckInput, Decision, Principal, Reason
 from extauthz.procs import ManagedProcess, free_port, http_get, wait_until
 from extauthz.server.http1 import HttpLimits
 from extauthz.server.http_service import HttpCheckServer

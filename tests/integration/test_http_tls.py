@@ -27,8 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from extauthz import config
 from extauthz.config import Settings, TLSSettings
 from extauthz.devissuer import DevIssuer
-from extauthz.model import Decision, Principal, Reason
-from extauthz.pipeline import CheckInput
+from extauthz.model import CheckInput, Decision, Principal, Reason
 from extauthz.procs import LOOPBACK, free_port
 from extauthz.server.app import Server
 from extauthz.server.http1 import HttpLimits

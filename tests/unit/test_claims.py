@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from extauthz.auth.types import ClaimMapping
-from extauthz.claims import ClaimMapper, principal_kind, subject_of, validate_regex
+from extauthz.claims import ClaimMapper, ClaimMapping, principal_kind, subject_of, validate_regex
 from extauthz.model import Role
 
 

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import pytest
 
-from extauthz.auth.types import ClaimMapping
-from extauthz.claims import ROLE_NAMES, ClaimMapper, validate_regex
+from extauthz.claims import ROLE_NAMES, ClaimMapper, ClaimMapping, validate_regex
 from extauthz.model import Role
 
 README = r"^(?P<namespace>[\w-]+)\.(?P<role>\w+)$"  # the README's example

@@ -172,8 +172,9 @@ def test_health_check_with_a_namespace_is_allowed() -> None:
 async def test_check_decides_as_the_server_pipeline(path: str, permissions: list[str]) -> None:
     """For paths whose body the server never reads, check's decision (given --namespace) is
     the server pipeline's for a real call with some body."""
+    from extauthz.model import CheckInput
     from extauthz.offline import StaticClaims, decide_offline
-    from extauthz.pipeline import CheckInput, Pipeline
+    from extauthz.pipeline import Pipeline
 
     claims = {"sub": "ops", "permissions": permissions}
     offline = await decide_offline(path, {"namespace": "default"}, claims=claims)

@@ -17,10 +17,11 @@ from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
 from extauthz import methods
 from extauthz.auth.types import AuthError, IssuerConfig, VerifiedToken
-from extauthz.model import Decision, Reason
+from extauthz.interfaces import Authorizer
+from extauthz.model import CheckInput, Decision, Reason
 from extauthz.obs.metrics import Metrics
 from extauthz.obs.observer import Telemetry
-from extauthz.pipeline import Authorizer, CheckInput, Pipeline
+from extauthz.pipeline import Pipeline
 from extauthz.rules.document import load_file
 from extauthz.rules.engine import Engine
 

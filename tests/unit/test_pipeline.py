@@ -16,8 +16,9 @@ from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
 from extauthz import methods, wire
 from extauthz.auth.types import AuthError, IssuerConfig, VerifiedToken
-from extauthz.model import Decision, Principal, Reason, Target
-from extauthz.pipeline import CheckInput, Pipeline, bearer_token
+from extauthz.model import CheckInput, Decision, Principal, Reason, Target
+from extauthz.phases.attributes import bearer_token
+from extauthz.pipeline import Pipeline
 
 WF = f"/{methods.WORKFLOW_SERVICE}"
 START = f"{WF}/StartWorkflowExecution"

@@ -18,8 +18,9 @@ from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
 from extauthz import methods
 from extauthz.auth.types import AuthError, IssuerConfig, VerifiedToken
-from extauthz.model import Decision, Reason
-from extauthz.pipeline import CheckInput, Pipeline, extras_token
+from extauthz.model import CheckInput, Decision, Reason
+from extauthz.phases.attributes import extras_token
+from extauthz.pipeline import Pipeline
 
 START = f"/{methods.WORKFLOW_SERVICE}/StartWorkflowExecution"
 ISSUER = IssuerConfig(issuer="https://issuer.example")

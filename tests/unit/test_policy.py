@@ -211,7 +211,8 @@ NEEDED = {Access.READ_ONLY: 2, Access.WRITE: 4, Access.ADMIN: 8}
 
 
 def reference_allows(p: Principal, t: Target) -> bool:
-    """Temporal's default-authorizer rules (docs/architecture.md), written out independently of extauthz.policy."""
+    """Temporal's default-authorizer rules (docs/architecture.md), written out independently
+    of extauthz.policy."""
     m = t.method
     if m.scope is Scope.HEALTH:
         return True

@@ -11,10 +11,10 @@ from support_auth import config_for, refused, running
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
 from extauthz import methods
-from extauthz.auth.types import ClaimMapping
+from extauthz.claims import ClaimMapping
 from extauthz.devissuer import DevIssuer
-from extauthz.model import Reason, Role
-from extauthz.pipeline import CheckInput, Pipeline
+from extauthz.model import CheckInput, Reason, Role
+from extauthz.pipeline import Pipeline
 from extauthz.rules.matchers import ClaimSources, Facts, Match
 
 START = f"/{methods.WORKFLOW_SERVICE}/StartWorkflowExecution"

@@ -17,9 +17,9 @@ from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
 from extauthz import methods
 from extauthz.devissuer import DevIssuer
-from extauthz.model import Decision, Reason
+from extauthz.model import CheckInput, Decision, Reason
 from extauthz.obs.audit import AuditLog
-from extauthz.pipeline import CheckInput, Pipeline
+from extauthz.pipeline import Pipeline
 
 START = f"/{methods.WORKFLOW_SERVICE}/StartWorkflowExecution"
 DESCRIBE = f"/{methods.WORKFLOW_SERVICE}/DescribeNamespace"

@@ -383,7 +383,7 @@ async def test_no_subject_and_no_client_id_is_invalid(dev: DevIssuer) -> None:
 
 async def test_configured_subject_claim_is_used(dev: DevIssuer) -> None:
     """``claims.subject_claim`` picks the subject (e.g. ``client_id``)."""
-    from extauthz.auth.types import ClaimMapping
+    from extauthz.claims import ClaimMapping
 
     config = config_for(dev, claims=ClaimMapping(subject_claim="client_id"))
     async with running(config) as auth:

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from extauthz import methods
-from extauthz.model import STATUS_UNAUTHENTICATED, Decision, Principal, Reason, Target
+from extauthz.model import STATUS_UNAUTHENTICATED, CheckInput, Decision, Principal, Reason, Target
 from extauthz.obs.audit import AUDIT_EVENT, AuditLog
-from extauthz.pipeline import CheckInput
 
 PATH = "/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution"
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNlY3JldC1ieXRlcw"

@@ -8,9 +8,8 @@ import io
 import json
 
 from extauthz import methods
-from extauthz.model import Decision, Principal, Reason, Target
+from extauthz.model import CheckInput, Decision, Principal, Reason, Target
 from extauthz.obs.audit import AuditLog
-from extauthz.pipeline import CheckInput
 
 PATH = "/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution"
 ID_TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJlbWFpbCI6ImFAYiJ9.aWQtdG9rZW4tc2lnbmF0dXJl"

@@ -16,6 +16,7 @@ from extauthz import methods
 from extauthz.model import (
     STATUS_UNAUTHENTICATED,
     STATUS_UNAVAILABLE,
+    CheckInput,
     Decision,
     Principal,
     Reason,
@@ -23,7 +24,6 @@ from extauthz.model import (
 )
 from extauthz.obs import metrics as m
 from extauthz.obs.observer import Telemetry
-from extauthz.pipeline import CheckInput
 
 WS = "/temporal.api.workflowservice.v1.WorkflowService/"
 OPS = "/temporal.api.operatorservice.v1.OperatorService/"

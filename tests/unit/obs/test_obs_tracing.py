@@ -18,6 +18,7 @@ from extauthz.model import (
     STATUS_UNAUTHENTICATED,
     STATUS_UNAVAILABLE,
     Access,
+    CheckInput,
     Decision,
     Method,
     Principal,
@@ -26,16 +27,10 @@ from extauthz.model import (
     Target,
 )
 from extauthz.obs.observer import Telemetry
-from extauthz.obs.tracing import (
-    TraceParent,
-    parse_traceparent,
-    parse_tracestate,
-    span_attributes,
-    start_tracing,
-    traces_url,
-)
+from extauthz.obs.spans import span_attributes, traces_url
+from extauthz.obs.tracecontext import TraceParent, parse_traceparent, parse_tracestate
+from extauthz.obs.tracing import start_tracing
 from extauthz.obs.tracing_otel import CheckTracer
-from extauthz.pipeline import CheckInput
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN_ID = "00f067aa0ba902b7"

@@ -9,8 +9,7 @@ from typing import Any
 
 import yaml
 
-from extauthz.auth.types import ClaimMapping
-from extauthz.claims import ClaimMapper
+from extauthz.claims import ClaimMapper, ClaimMapping
 from extauthz.model import Decision, Principal, Target
 from extauthz.rules.document import Policy, compile_policy
 from extauthz.rules.engine import Engine

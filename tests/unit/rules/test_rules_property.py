@@ -2,8 +2,8 @@
 
 The reference below is written from Temporal's rules directly (numeric role comparison, system
 role for cluster scope, system | namespace role for namespace scope), plus the project's
-stricter invariants from docs/architecture.md (empty namespace denied, every reached namespace checked,
-a namespace named by id needs the system role). It shares no code with the engine.
+stricter invariants from docs/architecture.md (empty namespace denied, every reached namespace
+checked, a namespace named by id needs the system role). It shares no code with the engine.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extauthz import methods
-from extauthz.auth.types import ClaimMapping
-from extauthz.claims import ClaimMapper
+from extauthz.claims import ClaimMapper, ClaimMapping
 from extauthz.model import Method, Target
 from extauthz.policy import authorize as temporal_default
 from extauthz.rules.document import temporal_compatible

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from extauthz.auth.loglimit import LogLimiter
+from extauthz.obs.loglimit import LogLimiter
 
 
 class Clock:

@@ -1,0 +1,1 @@
+"""The policy engine: categories, the policy document, matching, the decision and reloads."""
