@@ -49,7 +49,10 @@ nothing; ``read`` < ``write`` < ``admin``), so a policy with no bindings decides
 ``extauthz.policy.authorize``. Profile ``extended``: ``worker`` grants the worker category.
 
 Everything is precompiled: bindings and deny rules are indexed by method path, so a decision
-looks only at rules that can apply to its method.
+looks only at rules that can apply to its method (``extauthz.rules.slots``). Deny-rule
+applicability is ``extauthz.rules.deny``; queue coverage under queue-restricted grants is
+``extauthz.rules.coverage``; ``check --explain`` re-walks the same order rule by rule
+(``extauthz.rules.considered``, ``extauthz.rules.rewalk``).
 """
 
 from __future__ import annotations
