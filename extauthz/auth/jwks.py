@@ -2,7 +2,8 @@
 
 Everything here runs on the event loop without blocking it (``httpx.AsyncClient``; ``file://``
 reads go to a thread). Each fetch has one total deadline (``fetch_timeout_seconds`` around the
-whole exchange, not per read) and a byte cap (``max_fetch_bytes``, streamed and aborted).
+whole exchange, not per read) and a byte cap (``max_fetch_bytes``, streamed and aborted); one
+document's fetch is ``extauthz.auth.fetch``, whose names are importable from here too.
 
 Lifecycle:
 
@@ -21,89 +22,30 @@ Lifecycle:
 from __future__ import annotations
 
 import asyncio
-import enum
-import json
 import random
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import httpx
 import structlog
 
+from extauthz.auth.fetch import (
+    Fetched,
+    FetchError,
+    FetchResult,
+    check_url,
+    discovery_url,
+    get_json,
+    parse_max_age,
+)
 from extauthz.auth.keys import InvalidJwks, KeyEntry, KeySet, parse_jwks
 from extauthz.auth.types import AuthError, IssuerConfig
 from extauthz.model import STATUS_UNAVAILABLE, Reason
 
 log = structlog.get_logger(__name__)
 
-_MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
-
-
-class FetchResult(enum.StrEnum):
-    """Outcome of one key fetch (the ``result`` label of the fetch counter)."""
-
-    OK = "ok"
-    TIMEOUT = "timeout"
-    NETWORK_ERROR = "network_error"
-    HTTP_STATUS = "http_status"
-    TOO_LARGE = "too_large"
-    INVALID = "invalid"  # not JSON, not a JWK Set / discovery document
-    ISSUER_MISMATCH = "issuer_mismatch"  # discovery document names another issuer
-    NO_USABLE_KEYS = "no_usable_keys"
-    ERROR = "error"  # anything unexpected
-
-
 OnFetch = Callable[[str, str], None]
-
-
-class FetchError(Exception):
-    """A fetch failed; ``result`` is the counter label, the message is safe to log."""
-
-    def __init__(self, result: FetchResult, message: str):
-        super().__init__(message)
-        self.result = result
-
-
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """A fetched JSON document and its freshness hint."""
-
-    document: Any
-    max_age: float | None
-
-
-def check_url(url: str, issuer: IssuerConfig, *, allow_file: bool) -> None:
-    """Refuse URL schemes the configuration does not allow (``ValueError`` naming the issuer)."""
-    scheme = urlsplit(url).scheme.lower()
-    if scheme == "https" or (scheme == "http" and issuer.allow_insecure_http):
-        return
-    if scheme == "file" and allow_file:
-        return
-    allowed = "https" + (", file" if allow_file else "")
-    raise ValueError(
-        f"issuer {issuer.issuer}: URL {url!r} has scheme {scheme!r}; allowed: {allowed}"
-        + ("" if issuer.allow_insecure_http else " (http needs allow_insecure_http)")
-    )
-
-
-def discovery_url(issuer: str) -> str:
-    """``<issuer>/.well-known/openid-configuration`` (one trailing slash stripped)."""
-    base = issuer[:-1] if issuer.endswith("/") else issuer
-    return base + "/.well-known/openid-configuration"
-
-
-def parse_max_age(cache_control: str | None) -> float | None:
-    """``max-age`` seconds from a ``Cache-Control`` header, if any."""
-    if not cache_control:
-        return None
-    match = _MAX_AGE.search(cache_control)
-    return float(match.group(1)) if match else None
 
 
 class KeyStore:
@@ -316,7 +258,7 @@ class KeyStore:
         keys: list[KeyEntry] = []
         ages: list[float] = []
         for uri in uris:
-            fetched = await self._get_json(uri)
+            fetched = await get_json(self._client, self.config, uri)
             try:
                 keyset, skipped = parse_jwks(fetched.document, algorithms=self.config.algorithms,
                                              min_rsa_bits=self.config.min_rsa_bits)
@@ -334,7 +276,7 @@ class KeyStore:
 
     async def _discover(self) -> str:
         url = discovery_url(self.issuer)
-        document = (await self._get_json(url)).document
+        document = (await get_json(self._client, self.config, url)).document
         if not isinstance(document, dict):
             raise FetchError(FetchResult.INVALID, f"{url}: not a JSON object")
         if document.get("issuer") != self.issuer:
@@ -352,64 +294,10 @@ class KeyStore:
             raise FetchError(FetchResult.INVALID, str(exc)) from None
         return jwks_uri
 
-    async def _get_json(self, url: str) -> Fetched:
-        if urlsplit(url).scheme.lower() == "file":
-            body, max_age = await self._read_file(url), None
-        else:
-            body, max_age = await self._get_http(url)
-        try:
-            return Fetched(json.loads(body), max_age)
-        except (ValueError, RecursionError):
-            raise FetchError(FetchResult.INVALID, f"{url}: not JSON") from None
-
-    async def _get_http(self, url: str) -> tuple[bytes, float | None]:
-        cap = self.config.max_fetch_bytes
-        try:
-            async with self._client.stream(
-                "GET", url, timeout=self.config.fetch_timeout_seconds,
-                headers={"Accept": "application/json"},
-            ) as response:
-                if response.status_code != 200:
-                    raise FetchError(FetchResult.HTTP_STATUS,
-                                     f"{url}: HTTP {response.status_code}")
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > cap:
-                    raise _too_large(url, cap)
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > cap:
-                        raise _too_large(url, cap)
-                    chunks.append(chunk)
-                return b"".join(chunks), parse_max_age(response.headers.get("cache-control"))
-        except httpx.TimeoutException:
-            raise TimeoutError from None
-        except httpx.HTTPError as exc:
-            raise FetchError(FetchResult.NETWORK_ERROR,
-                             f"{url}: {type(exc).__name__}") from None
-
-    async def _read_file(self, url: str) -> bytes:
-        path = Path(unquote(urlsplit(url).path))
-        cap = self.config.max_fetch_bytes
-
-        def read() -> bytes:
-            with path.open("rb") as handle:
-                return handle.read(cap + 1)
-
-        try:
-            body = await asyncio.to_thread(read)
-        except OSError as exc:
-            raise FetchError(FetchResult.NETWORK_ERROR,
-                             f"{url}: {type(exc).__name__}") from None
-        if len(body) > cap:
-            raise _too_large(url, cap)
-        return body
-
 
 def _fingerprints(entries: Sequence[KeyEntry]) -> frozenset[str]:
     return frozenset(entry.fingerprint for entry in entries)
 
 
-def _too_large(url: str, cap: int) -> FetchError:
-    return FetchError(FetchResult.TOO_LARGE, f"{url}: larger than max_fetch_bytes {cap}")
+__all__ = ["FetchError", "FetchResult", "Fetched", "KeyStore", "OnFetch", "check_url",
+           "discovery_url", "parse_max_age"]

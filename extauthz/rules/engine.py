@@ -49,30 +49,30 @@ nothing; ``read`` < ``write`` < ``admin``), so a policy with no bindings decides
 ``extauthz.policy.authorize``. Profile ``extended``: ``worker`` grants the worker category.
 
 Everything is precompiled: bindings and deny rules are indexed by method path, so a decision
-looks only at rules that can apply to its method.
+looks only at rules that can apply to its method (``extauthz.rules.slots``). Deny-rule
+applicability is ``extauthz.rules.deny``; queue coverage under queue-restricted grants is
+``extauthz.rules.coverage``; ``check --explain`` re-walks the same order rule by rule
+(``extauthz.rules.considered``, ``extauthz.rules.rewalk``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
-
 from extauthz import methods
 from extauthz.model import (
-    MAX_SHOWN_CHARS,
     Decision,
     Principal,
     Reason,
     Role,
     Scope,
     Target,
-    quote,
 )
 from extauthz.rules import categories as cat
+from extauthz.rules.coverage import queues_refused
+from extauthz.rules.deny import deny_applies, explicit_deny
 from extauthz.rules.document import Binding, DenyRule, Policy
 from extauthz.rules.matchers import Facts
-from extauthz.rules.sticky import sdk_sticky_name
+from extauthz.rules.slots import EMPTY, Slot, Step, by_bits, role_names, rule_id
+from extauthz.rules.slots import q as _q
 
 PERMISSIONS_RULE = "permissions"
 CLUSTER_READ_RULE = "cluster_read_for_namespace_users"
@@ -80,90 +80,6 @@ DRY_RUNNABLE = frozenset({
     Reason.PERMISSION_DENIED, Reason.EXPLICIT_DENY, Reason.TASK_QUEUE_DENIED,
     Reason.NAMESPACE_ID_ONLY,
 })
-R = TypeVar("R", Binding, DenyRule)
-_ROLE_BITS = ((Role.READER, "read"), (Role.WRITER, "write"), (Role.WORKER, "worker"),
-              (Role.ADMIN, "admin"))
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One line of an explanation (collected only when explaining)."""
-
-    kind: str  # "deny-rule" | "binding" | "permission" | "namespace" | "queue" | "result" ...
-    name: str
-    outcome: str
-    detail: str = ""
-
-
-def _q(text: str) -> str:
-    """``quote`` without json.dumps for the common plain-ASCII case (hot path)."""
-    if (len(text) <= MAX_SHOWN_CHARS and text.isascii() and text.isprintable()
-            and '"' not in text and "\\" not in text):
-        return f'"{text}"'
-    return quote(text)
-
-
-def role_names(role: Role) -> str:
-    """``read|write`` for role flags (``none`` for no role)."""
-    return "|".join(n for bit, n in _ROLE_BITS if role & bit) or "none"
-
-
-def _by_bits(sets: Mapping[str, frozenset[str]]) -> tuple[frozenset[str], ...]:
-    out: list[frozenset[str]] = []
-    for v in range(16):
-        acc: frozenset[str] = frozenset()
-        for bit, name in _ROLE_BITS:
-            if v & bit:
-                acc |= sets[name]
-        out.append(acc)
-    return tuple(out)
-
-
-@dataclass(frozen=True, slots=True)
-class _Slot(Generic[R]):
-    """The rules that can apply to one method: ungated ones (always evaluated) and gated
-    ones by id (evaluated only when the principal passes their gate)."""
-
-    ungated: tuple[tuple[int, R], ...]
-    gated: Mapping[int, R]
-    every: tuple[tuple[int, R], ...]  # all, in file order (for explanations)
-
-    @staticmethod
-    def of(rules: list[tuple[int, R]], gated: frozenset[int]) -> _Slot[R]:
-        return _Slot(tuple(x for x in rules if x[0] not in gated),
-                     {rid: r for rid, r in rules if rid in gated}, tuple(rules))
-
-    def select(self, facts: Facts, possible: set[int]) -> list[R]:
-        """The rules whose matcher holds for ``facts``, in file order."""
-        out = [(rid, r) for rid, r in self.ungated if r.matcher(facts)]
-        gated = self.gated
-        if possible and gated:
-            for rid in possible:
-                r = gated.get(rid)
-                if r is not None and r.matcher(facts):
-                    out.append((rid, r))
-            if len(out) > 1:
-                out.sort(key=_first)
-        return [r for _, r in out]
-
-
-def _first(item: tuple[int, object]) -> int:
-    return item[0]
-
-
-_EMPTY: _Slot[Any] = _Slot((), {}, ())
-
-
-def _covers(b: Binding, queue: str, sticky: bool) -> bool:
-    """Whether a queue-restricted binding covers ``queue`` (a worker's own sticky queue when
-    ``sticky``: by ``sticky_task_queues``, else by the SDKs' generated shape)."""
-    if b.task_queues is not None and queue in b.task_queues:
-        return True
-    if not sticky:
-        return False
-    if b.sticky_task_queues is not None:
-        return queue in b.sticky_task_queues
-    return sdk_sticky_name(queue)
 
 
 class Engine:
@@ -208,15 +124,15 @@ class Engine:
         # TerminateWorkflowExecution too (file order kept)
         terminate = deny_index.get(methods.TERMINATE_PATH, [])
         self._deny_terminating = {
-            path: _Slot.of(sorted({rid: r for rid, r in [*deny_index.get(path, []), *terminate]
-                                   }.items(), key=_first), self._gated)
+            path: Slot.of(sorted({rid: r for rid, r in [*deny_index.get(path, []), *terminate]
+                                  }.items(), key=rule_id), self._gated)
             for path in methods.terminating_methods() if terminate
         }
-        self._ns_index = {k: _Slot.of(v, self._gated) for k, v in ns_index.items()}
-        self._cl_index = {k: _Slot.of(v, self._gated) for k, v in cl_index.items()}
-        self._deny_index = {k: _Slot.of(v, self._gated) for k, v in deny_index.items()}
-        self._perm_ns = _by_bits(cat.builtin_roles(policy.profile))
-        self._perm_cluster = _by_bits(cat.builtin_cluster_roles())
+        self._ns_index = {k: Slot.of(v, self._gated) for k, v in ns_index.items()}
+        self._cl_index = {k: Slot.of(v, self._gated) for k, v in cl_index.items()}
+        self._deny_index = {k: Slot.of(v, self._gated) for k, v in deny_index.items()}
+        self._perm_ns = by_bits(cat.builtin_roles(policy.profile))
+        self._perm_cluster = by_bits(cat.builtin_cluster_roles())
         self._cluster_read = cat.categories()["cluster-read"]
 
     def __call__(self, principal: Principal, target: Target) -> Decision:
@@ -262,24 +178,19 @@ class Engine:
         pol = self.policy
         would: Decision | None = None
         possible = self._possible(facts)
-        slot = self._deny_index.get(path, _EMPTY)
+        slot = self._deny_index.get(path, EMPTY)
         if target.terminates_existing:
             slot = self._deny_terminating.get(path, slot)
-        selected = slot.select(facts, possible) if slot is not _EMPTY else []
+        selected = slot.select(facts, possible) if slot is not EMPTY else []
         if trace is not None:
             for _, rule in slot.every:
                 if not any(rule is x for x in selected):
                     trace.append(Step("deny-rule", rule.name, "does not apply",
                                       rule.matcher.describe()))
         for rule in selected:
-            if not self._deny_applies(rule, facts, target, trace):
+            if not deny_applies(rule, facts, target, trace):
                 continue
-            d = Decision.deny(
-                Reason.EXPLICIT_DENY,
-                f"subject {_q(principal.subject)}: {method.short} is refused by deny rule "
-                f"{_q(rule.name)}" + (f": {rule.message}" if rule.message else ""),
-                principal=principal, target=target, rule=rule.name,
-            )
+            d = explicit_deny(rule, principal, target)
             if rule.dry_run or pol.dry_run:
                 if would is None:
                     would = d
@@ -296,29 +207,6 @@ class Engine:
                             target, would.rule, dry_run=True)
         return result
 
-    # ---- deny rules -----------------------------------------------------------------------
-
-    @staticmethod
-    def _deny_applies(rule: DenyRule, facts: Facts, target: Target,
-                      trace: list[Step] | None) -> bool:
-        where = True
-        if rule.namespaces is not None:
-            # a namespace named by id could be any namespace: every such rule applies
-            where = target.by_namespace_id or any(
-                ns in rule.namespaces for ns in target.namespaces)
-        if where and rule.task_queues is not None:
-            where = any(q in rule.task_queues for q in target.all_queues)
-        applies = where
-        exempt = applies and rule.unless is not None and rule.unless(facts)
-        if trace is not None:
-            detail = rule.matcher.describe()
-            if rule.unless is not None:
-                detail += f" unless {rule.unless.describe()}"
-            outcome = "applies" if applies and not exempt else (
-                "exempt (unless)" if exempt else "does not apply")
-            trace.append(Step("deny-rule", rule.name, outcome, detail))
-        return applies and not exempt
-
     # ---- grants ---------------------------------------------------------------------------
 
     def _grant(self, p: Principal, facts: Facts, t: Target,
@@ -328,8 +216,8 @@ class Engine:
         path = t.method.path
         pol = self.policy
         perms = pol.temporal_permissions
-        slot = self._ns_index.get(path, _EMPTY)
-        cands = slot.select(facts, possible) if slot is not _EMPTY else []
+        slot = self._ns_index.get(path, EMPTY)
+        cands = slot.select(facts, possible) if slot is not EMPTY else []
         if trace is not None:
             for _, b in slot.every:
                 trace.append(Step("binding", b.name,
@@ -379,7 +267,7 @@ class Engine:
                 )
             if perm or any(b.task_queues is None for b in granting):
                 continue
-            refused = self._queues_refused(p, t, ns, granting, queues, sticky, trace)
+            refused = queues_refused(p, t, ns, granting, queues, sticky, trace)
             if refused is not None:
                 return refused
         if first is None:  # by id only, no name: the cluster-level grant decided
@@ -390,47 +278,12 @@ class Engine:
             p, t, rule=first,
         )
 
-    @staticmethod
-    def _queues_refused(p: Principal, t: Target, ns: str, granting: list[Binding],
-                        queues: tuple[str, ...], sticky: tuple[str, ...],
-                        trace: list[Step] | None) -> Decision | None:
-        """With every granting binding restricted to queues: the denial for a queue none of
-        them covers, or for a by-id completion none of them opts into; else None."""
-        path = t.method.path
-        if path in methods.BY_ID_METHODS and not any(b.allow_by_id for b in granting):
-            if trace is not None:
-                trace.append(Step("queue", "", "not covered",
-                                  "by-id call names no queue; no binding has allow_by_id"))
-            return Decision.deny(
-                Reason.TASK_QUEUE_DENIED,
-                f"subject {_q(p.subject)} may call {t.method.short} in namespace {_q(ns)} "
-                "only on its task queues, and this call acts on existing executions by id, "
-                "whatever queue they run on (a binding opts in with `allow_by_id: true`)",
-                principal=p, target=t, rule=granting[0].name,
-            )
-        checks = [(q, False) for q in queues] + [(q, True) for q in sticky]
-        for q, is_sticky in checks:
-            covered = [b.name for b in granting if _covers(b, q, is_sticky)]
-            if trace is not None:
-                trace.append(Step("queue", q, "covered" if covered else "not covered",
-                                  ", ".join(covered)))
-            if not covered:
-                allowed = "; ".join(f"{b.name}: {b.task_queues}" for b in granting)
-                what = "sticky queue" if is_sticky else "queue"
-                return Decision.deny(
-                    Reason.TASK_QUEUE_DENIED,
-                    f"subject {_q(p.subject)} may call {t.method.short} in namespace "
-                    f"{_q(ns)} only on task queues {allowed}; not on {what} {_q(q)}",
-                    principal=p, target=t, rule=granting[0].name,
-                )
-        return None
-
     def _grant_cluster(self, p: Principal, facts: Facts, t: Target,
                        trace: list[Step] | None, possible: set[int]) -> Decision:
         path = t.method.path
         pol = self.policy
-        slot = self._cl_index.get(path, _EMPTY)
-        selected = slot.select(facts, possible) if slot is not _EMPTY else []
+        slot = self._cl_index.get(path, EMPTY)
+        selected = slot.select(facts, possible) if slot is not EMPTY else []
         if trace is not None:
             for _, b in slot.every:
                 ok = any(b is x for x in selected)
@@ -474,3 +327,7 @@ class Engine:
             Reason.ALLOWED, f"subject {_q(p.subject)} may call {t.method.short} (cluster)",
             p, t, rule=rule,
         )
+
+
+__all__ = ["CLUSTER_READ_RULE", "DRY_RUNNABLE", "PERMISSIONS_RULE", "Engine", "Step",
+           "role_names"]

@@ -16,6 +16,7 @@ from temporalio.api.workflowservice.v1 import service_pb2 as workflow_pb2
 
 from extauthz import httpapi, methods, wire
 from extauthz.httpapi import RequestError, Route
+from extauthz.httpapi import message as httpapi_message
 from extauthz.model import Reason
 
 WS = methods.WORKFLOW_SERVICE
@@ -231,7 +232,7 @@ def test_sticky_shorthand_enum_is_understood() -> None:
     the kind (the server runs the workflow there), with normal_name judged too."""
     body = b'{"taskQueue":{"name":"sticky-1","kind":"Sticky","normalName":"billing"}}'
     assert _target("POST", START, body).task_queues == ["sticky-1", "billing"]
-    assert httpapi._enum_shorthand(task_queue_pb2.TaskQueueKind.DESCRIPTOR)["Sticky"] == (
+    assert httpapi_message._enum_shorthand(task_queue_pb2.TaskQueueKind.DESCRIPTOR)["Sticky"] == (
         "TASK_QUEUE_KIND_STICKY")
 
 
