@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devkit.issuer import DevIssuer
 from extauthz.auth.keys import KeySet, parse_jwks
 from extauthz.auth.types import ASYMMETRIC_ALGORITHMS, AuthError, ClaimMapping, IssuerConfig
 from extauthz.auth.verify import b64url_decode, check_claims, parse_token, verify_token
-from extauthz.devissuer import DevIssuer
 from extauthz.model import Reason
 
 ISS = "https://issuer.test"
