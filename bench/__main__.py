@@ -164,7 +164,7 @@ def run_parts(out: dict[str, Any], parts: list[str], mode: Mode, repeats: int,
         for p in needs_servers:
             out["skipped"][p] = "h2load not installed (apt-get install -y nghttp2-client)"
         return
-    from extauthz.devissuer import DevIssuer
+    from devkit.issuer import DevIssuer
 
     issuer = DevIssuer().start()
     try:

@@ -14,9 +14,9 @@ import time
 import structlog
 from aiocache import SimpleMemoryCache
 
+from devkit.issuer import DevIssuer
 from extauthz.auth.authenticator import Authenticator, token_digest
 from extauthz.auth.types import IssuerConfig
-from extauthz.devissuer import DevIssuer
 
 
 async def bench(alg: str, misses: int = 2000, hits: int = 200_000) -> tuple[float, float]:

@@ -217,11 +217,6 @@ def grpc_health_serving(target: str, service: str = "") -> bool:
 # -- gRPC framing -------------------------------------------------------------------------------
 
 
-def frame(message: bytes, flag: int = 0) -> bytes:
-    """One gRPC length-prefixed message."""
-    return bytes([flag]) + len(message).to_bytes(4, "big") + message
-
-
 # -- the h2load load generator ------------------------------------------------------------------
 
 

@@ -36,11 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import LoadRequest, frame, latency_summary, ratio, run_h2load, summary
+from bench.common import LoadRequest, latency_summary, ratio, run_h2load, summary
 from bench.server import Server, start_server
 from bench.transports import Address, Transport
-from extauthz import envoyconfig, procs
-from extauthz.procs import LOOPBACK, free_port
+from devkit import envoyconfig, procs
+from devkit.components import start_envoy, start_temporal
+from devkit.grpcframe import frame
+from devkit.ports import free_addresses
 
 WS = "/temporal.api.workflowservice.v1.WorkflowService/"
 NAMESPACE = "default"
@@ -320,9 +322,9 @@ class E2E:
 
     def start(self) -> None:
         """Temporal, the authz servers, one Envoy per variant; check each answers correctly."""
-        upstream = (LOOPBACK, free_port())
-        self.temporal = procs.start_temporal_dev_server(
-            upstream[1], log_path=self.workdir / "temporal.log", dynamic_config=TEMPORAL_LIMITS)
+        temporal = start_temporal(self.workdir, namespaces=("default",),
+                                  dynamic_config=TEMPORAL_LIMITS)
+        self.temporal, upstream = temporal.proc, temporal.address
         authz: dict[str, Address] = {}
         for name, kind, transport in self.plan:
             if transport is None:
@@ -332,13 +334,14 @@ class E2E:
             self.servers.append(server)
             authz[name] = server.address
         for name, kind, transport in self.plan:
-            listen, admin = (LOOPBACK, free_port()), (LOOPBACK, free_port())
+            listen, admin = free_addresses(2)
             config = envoy_config(kind, transport, listen=listen, admin=admin,
                                   upstream=upstream, authz=authz.get(name),
                                   issuer=self.issuer.url, jwks=self.issuer.jwks())
-            envoy = procs.start_envoy(
-                envoyconfig.dump(config), config_path=self.workdir / f"envoy-{name}.yaml",
-                log_path=self.workdir / f"envoy-{name}.log", admin=admin)
+            envoy = start_envoy(
+                self.workdir, config_text=envoyconfig.dump(config),
+                config_path=self.workdir / f"envoy-{name}.yaml",
+                log_path=self.workdir / f"envoy-{name}.log", admin=admin, listen=listen).proc
             self.variants[name] = Variant(name, envoy, listen, admin)
         asyncio.run(self._sanity())
 

@@ -31,10 +31,11 @@ from envoy.service.auth.v3 import external_auth_pb2
 from google.rpc import code_pb2, status_pb2
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from bench.common import frame, summary
+from bench.common import summary
+from devkit.grpcframe import frame
+from devkit.issuer import DevIssuer
 from extauthz.auth.authenticator import Authenticator
 from extauthz.auth.types import IssuerConfig
-from extauthz.devissuer import DevIssuer
 from extauthz.model import CheckInput, Decision, Principal, Reason
 from extauthz.obs.audit import AuditLog
 from extauthz.obs.metrics import Metrics

@@ -180,7 +180,7 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).parent))
         serve(args.serve[0], int(args.serve[1]))
         return
-    from extauthz.procs import free_port
+    from devkit.ports import free_ports
 
     names = args.only or ["httptools-protocol", "granian-rsgi", "granian-asgi",
                           "uvicorn-httptools", "extauthz-http"]
@@ -190,18 +190,18 @@ def main() -> None:
         print(f"{args.rate or 'max'} req/s over {args.clients} keep-alive connections, "
               f"{args.seconds:.0f} s per candidate")
         for name in names:
-            port = free_port()
+            port, grpc_port = free_ports(2)
             headers = ["x-extauthz-content-type: application/grpc"]
             issuer = None
             if name == "extauthz-http":
-                from extauthz.devissuer import DevIssuer
+                from devkit.issuer import DevIssuer
 
                 issuer = DevIssuer().start()
                 token = issuer.mint({"sub": "bench", "permissions": ["default:read"]})
                 headers.append(f"authorization: Bearer {token}")
                 env = {**os.environ, "EXTAUTHZ_TRANSPORT": "http",
                        "EXTAUTHZ_HTTP_LISTEN": f"127.0.0.1:{port}",
-                       "EXTAUTHZ_LISTEN": f"127.0.0.1:{free_port()}",
+                       "EXTAUTHZ_LISTEN": f"127.0.0.1:{grpc_port}",
                        "TEMPORAL_AUTH_PROVIDER_URL": issuer.url,
                        "TEMPORAL_AUTH_CLIENT_ID": "temporal",
                        "EXTAUTHZ_ALLOW_INSECURE_ISSUER": "1", "EXTAUTHZ_WORKERS": "1",
@@ -216,7 +216,7 @@ def main() -> None:
             try:
                 _wait_port(port)
                 if name == "extauthz-http":
-                    from extauthz.procs import http_get, wait_until
+                    from devkit.procs import http_get, wait_until
 
                     health = f"http://127.0.0.1:{port}/healthz"
                     wait_until(lambda h=health: http_get(h)[0] == 200,  # type: ignore[misc]

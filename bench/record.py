@@ -33,9 +33,10 @@ from envoy.service.auth.v3 import external_auth_pb2
 from google.rpc import code_pb2, status_pb2
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from extauthz import envoyconfig, procs
-from extauthz.devissuer import DevIssuer
-from extauthz.procs import LOOPBACK, free_port
+from devkit import envoyconfig
+from devkit.components import start_envoy
+from devkit.issuer import DevIssuer
+from devkit.ports import LOOPBACK, free_addresses, free_port
 
 DATA = Path(__file__).resolve().parent / "data"
 RECORDED = DATA / "check-describe-namespace.bin"
@@ -67,12 +68,12 @@ def _call_through_envoy(transport: str, authz: tuple[str, int], issuer: DevIssue
     """Render Envoy for ``transport`` in front of ``authz``; make one DescribeNamespace call
     through it (the recorder denies); return the token it carried."""
     with tempfile.TemporaryDirectory(prefix="bench-record-") as tmp:
-        listen, admin = (LOOPBACK, free_port()), (LOOPBACK, free_port())
+        listen, admin, upstream = free_addresses(3)
         text = envoyconfig.render(listen=listen, admin=admin, authz=authz,
-                                  upstream=(LOOPBACK, free_port()), drop_internal=True,
+                                  upstream=upstream, drop_internal=True,
                                   transport=transport)
-        envoy = procs.start_envoy(text, config_path=Path(tmp) / "envoy.yaml",
-                                  log_path=Path(tmp) / "envoy.log", admin=admin)
+        envoy = start_envoy(Path(tmp), config_text=text, config_path=Path(tmp) / "envoy.yaml",
+                            log_path=Path(tmp) / "envoy.log", admin=admin, listen=listen).proc
         try:
             token = issuer.mint({"sub": "bench", "permissions": ["default:write"]})
             with grpc.insecure_channel(f"{listen[0]}:{listen[1]}") as channel:

@@ -33,7 +33,8 @@ from bench.common import (
     usable_cpus,
 )
 from bench.transports import Address, Transport
-from extauthz.procs import LOOPBACK, free_port, wait_until
+from devkit.ports import LOOPBACK, free_port
+from devkit.procs import wait_until
 
 CLIENTS, STREAMS = 2, 16  # like Envoy: a few connections, many streams each
 

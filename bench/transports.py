@@ -18,9 +18,10 @@ import http.client
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from bench.common import LoadRequest, frame, grpc_health_serving, python_module
+from bench.common import LoadRequest, grpc_health_serving, python_module
 from bench.record import recorded_check, recorded_http_check
-from extauthz import envoyconfig
+from devkit import envoyconfig
+from devkit.grpcframe import frame
 
 Address = tuple[str, int]
 CHECK_PATH = "/envoy.service.auth.v3.Authorization/Check"

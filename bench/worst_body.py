@@ -43,6 +43,7 @@ from temporalio.api.enums.v1 import command_type_pb2
 from temporalio.api.taskqueue.v1 import message_pb2 as taskqueue_pb2
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
+from devkit.grpcframe import frame
 from extauthz import wire
 
 WS = "/temporal.api.workflowservice.v1.WorkflowService/"
@@ -72,11 +73,6 @@ def ld(number: int, payload: bytes) -> bytes:
 def fill(head: bytes, unit: bytes, tail: bytes = b"", size: int = MAX_MESSAGE) -> bytes:
     """``head`` + as many ``unit`` as fit + ``tail``, at most ``size`` bytes."""
     return head + unit * ((size - len(head) - len(tail)) // len(unit)) + tail
-
-
-def frame(message: bytes, flag: int = 0) -> bytes:
-    """One gRPC length-prefixed message."""
-    return bytes([flag]) + len(message).to_bytes(4, "big") + message
 
 
 def _payload(data: bytes) -> common_pb2.Payload:

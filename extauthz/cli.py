@@ -1,4 +1,5 @@
-"""Command line: ``extauthz serve | check | validate | test | token | stack | envoy-config``."""
+"""Command line: ``extauthz serve | check | validate | test | api-diff``. The development
+commands (token, stack, envoy-config) are ``python -m devkit`` in a source checkout."""
 
 from __future__ import annotations
 
@@ -14,13 +15,17 @@ from extauthz.config import ConfigError
 
 EXIT_ALLOWED, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 
+# argparse prints descriptions as they are: plain text here, no reStructuredText markup
+DESCRIPTION = ("Envoy external-authorization server for Temporal: serve, or decide, test and "
+               "validate offline.")
+
 
 class UsageError(Exception):
     """Bad arguments: exit 2 with the message on stderr."""
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="extauthz", description=__doc__)
+    p = argparse.ArgumentParser(prog="extauthz", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"extauthz {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -67,21 +72,6 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--address", required=True, help="Temporal frontend HOST:PORT (plaintext)")
     a.add_argument("--timeout", type=float, default=10.0, help="seconds")
 
-    t = sub.add_parser("token", help="mint a token from the development issuer (dev only)")
-    t.add_argument("--sub", default="dev-user")
-    t.add_argument("--permissions", nargs="*", default=[],
-                   help="Temporal permissions, e.g. default:write temporal-system:admin")
-    t.add_argument("--claim", action="append", default=[], metavar="NAME=JSON",
-                   help="an extra claim (value parsed as JSON, else a string)")
-    t.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
-    t.add_argument("--issuer", default=None, help="dev issuer URL (default: the local stack's)")
-
-    st = sub.add_parser("stack", help="run the local development stack (Temporal, Envoy, ...)")
-    st.add_argument("--transport", choices=["grpc", "http"], default="grpc",
-                    help="Envoy's ext_authz protocol (README: Choosing a transport)")
-
-    e = sub.add_parser("envoy-config", help="render envoy/envoy.yaml for other addresses")
-    e.add_argument("args", nargs=argparse.REMAINDER)
     return p
 
 
@@ -188,38 +178,6 @@ def _api_diff(args: argparse.Namespace) -> int:
     return EXIT_ALLOWED if report.safe else EXIT_DENIED
 
 
-def _token(args: argparse.Namespace) -> int:
-    from extauthz import devissuer
-
-    claims: dict[str, Any] = {"sub": args.sub, "permissions": list(args.permissions),
-                              "ttl": args.ttl}
-    for item in args.claim:
-        name, sep, raw = item.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--claim {item!r}: expected NAME=VALUE")
-        claims[name] = _maybe_json(raw)
-    url = args.issuer or devissuer.default_url()
-    try:
-        print(devissuer.mint(url, claims))
-    except OSError as exc:
-        print(f"extauthz token: cannot reach the development issuer at {url}: {exc} "
-              "(is the local stack running? `./dev stack`)", file=sys.stderr)
-        return EXIT_USAGE
-    return 0
-
-
-def _stack(args: argparse.Namespace) -> int:
-    from extauthz import stack
-
-    return int(stack.run(stack.StackConfig(transport=args.transport)))
-
-
-def _envoy_config(args: argparse.Namespace) -> int:
-    from extauthz import envoyconfig
-
-    return int(envoyconfig.main(args.args))
-
-
 def _json_arg(text: str, flag: str) -> Any:
     try:
         return json.loads(text)
@@ -227,20 +185,10 @@ def _json_arg(text: str, flag: str) -> Any:
         raise UsageError(f"{flag} is not valid JSON: {exc}") from None
 
 
-def _maybe_json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 _COMMANDS: Mapping[str, Any] = {
     "serve": _serve,
     "check": _check,
     "validate": _validate,
     "test": _test,
-    "token": _token,
     "api-diff": _api_diff,
-    "stack": _stack,
-    "envoy-config": _envoy_config,
 }

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.components import IssuerInstance, TemporalInstance, start_issuer, start_temporal
+
+from devkit.components import IssuerInstance, TemporalInstance, start_issuer, start_temporal
 
 REPO = Path(__file__).resolve().parent.parent
 

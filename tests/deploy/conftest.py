@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.components import IssuerInstance, TemporalInstance
+
+from devkit.components import IssuerInstance, TemporalInstance
 
 # helmchart.py and pki.py sit beside the tests
 sys.path.insert(0, str(Path(__file__).resolve().parent))

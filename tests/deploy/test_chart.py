@@ -32,8 +32,8 @@ from helmchart import (
     render_files,
 )
 
+from devkit import envoyconfig
 from extauthz import config as extauthz_config
-from extauthz import envoyconfig
 
 KUBE_VERSION = "1.34.0"
 SCHEMAS = REPO / "tests" / "data" / "schemas"  # sources: tests/data/README.md

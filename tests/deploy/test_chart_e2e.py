@@ -30,15 +30,16 @@ from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helmchart import CHART, RELEASE, envoy_files, manifests, one
 from pki import CA, Issued, write_secret_volume
-from support.components import AUDIENCE, IssuerInstance, TemporalInstance
 from support.workflows import GreetingWorkflow
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from extauthz import envoyconfig, procs
+from devkit import components, envoyconfig, procs
+from devkit.components import AUDIENCE, IssuerInstance, TemporalInstance
+from devkit.ports import LOOPBACK, free_addresses
+from devkit.procs import ManagedProcess, wait_until
 from extauthz.model import Reason
-from extauthz.procs import LOOPBACK, ManagedProcess, free_port, wait_until
 
 RPC_TIMEOUT = timedelta(seconds=10)
 OIDC = {"issuerUrl": "https://login.example.com/realms/temporal", "clientId": "temporal"}
@@ -93,8 +94,8 @@ def localize(files: Mapping[str, str], workdir: Path, *, authz: tuple[str, int],
     config_dir = workdir / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
     moves = {"/etc/envoy/config/": f"{config_dir}/", **moves}
-    addresses = {"listen": (LOOPBACK, free_port()), "stats": (LOOPBACK, free_port()),
-                 "admin": (LOOPBACK, free_port())}
+    listen, stats, admin = free_addresses(3)
+    addresses = {"listen": listen, "stats": stats, "admin": admin}
     config = envoyconfig.edit(yaml.safe_load(files["envoy.yaml"]), listen=addresses["listen"],
                               admin=addresses["admin"], authz=authz, upstream=upstream)
     envoyconfig.listener(config, "stats")["address"] = {"socket_address": {
@@ -153,18 +154,17 @@ def start_stack(workdir: Path, files: Mapping[str, str], temporal: TemporalInsta
     with ``http``, listening for Envoy's HTTP protocol and ready by the probe's path) and Envoy
     from the chart's files."""
     assert http is None or server_tls is None, "the HTTP transport is plaintext"
-    authz = (LOOPBACK, free_port())
+    authz, grpc_listen, health = free_addresses(3)
     extra: dict[str, str] = {}
     ready_target = f"{authz[0]}:{authz[1]}"
     listen = authz
     if http is not None:
         # the gRPC `listen` is not opened with transport http; Envoy calls the HTTP port
-        listen = (LOOPBACK, free_port())
+        listen = grpc_listen
         extra = {"EXTAUTHZ_TRANSPORT": http.transport,
                  "EXTAUTHZ_HTTP_LISTEN": f"{authz[0]}:{authz[1]}"}
         ready_target = f"http://{authz[0]}:{authz[1]}{http.health_path}"
     if server_tls is not None:
-        health = (LOOPBACK, free_port())
         extra = {"EXTAUTHZ_TLS_CERT_FILE": str(server_tls / "tls.crt"),
                  "EXTAUTHZ_TLS_KEY_FILE": str(server_tls / "tls.key"),
                  "EXTAUTHZ_TLS_CLIENT_CA_FILE": str(server_tls / "ca.crt"),
@@ -176,8 +176,8 @@ def start_stack(workdir: Path, files: Mapping[str, str], temporal: TemporalInsta
             return procs.http_get(ready_target)[0] == 200
         return bool(_health(ready_target) == health_pb2.HealthCheckResponse.SERVING)
 
-    env = procs.extauthz_env(listen=listen, issuer_url=issuer.url, audience=AUDIENCE,
-                             extra=extra)
+    env = components.extauthz_env(listen=listen, issuer_url=issuer.url, audience=AUDIENCE,
+                                  extra=extra)
     server = ManagedProcess("extauthz", [sys.executable, "-m", "extauthz", "serve"],
                             log_path=workdir / "extauthz.log", env=env).start()
     try:
@@ -185,10 +185,12 @@ def start_stack(workdir: Path, files: Mapping[str, str], temporal: TemporalInsta
         moves = {"/etc/envoy/authz-tls": str(client_tls)} if client_tls is not None else {}
         path, addresses = localize(files, workdir, authz=authz, upstream=temporal.address,
                                    moves=moves, http_upstream=temporal.http_address)
-        checked = procs.validate_envoy_config(path)
+        checked = components.validate_envoy_config(path)
         assert checked.returncode == 0, checked.stdout + checked.stderr
-        envoy = procs.start_envoy(path.read_text(), config_path=path,
-                                  log_path=workdir / "envoy.log", admin=addresses["admin"])
+        envoy = components.start_envoy(
+            workdir, config_text=path.read_text(), config_path=path,
+            log_path=workdir / "envoy.log", admin=addresses["admin"],
+            listen=addresses["listen"]).proc
     except BaseException:
         server.stop()
         raise
@@ -243,7 +245,7 @@ def plain_stack(deploy_dir: Path, deploy_temporal: TemporalInstance,
 
 
 def _validate(path: Path) -> None:
-    result = procs.validate_envoy_config(path)
+    result = components.validate_envoy_config(path)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "Deprecated" not in output, output

@@ -20,7 +20,6 @@ import yaml
 from grpc_health.v1 import health_pb2
 from helmchart import REPO, envoy_files
 from pki import CA, Issued, write_secret_volume
-from support.components import AUDIENCE, IssuerInstance, TemporalInstance
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 from temporalio.service import RPCError, RPCStatusCode
 from test_chart_e2e import (
@@ -34,8 +33,10 @@ from test_chart_e2e import (
     localize,
 )
 
-from extauthz import envoyconfig, procs
-from extauthz.procs import LOOPBACK, ManagedProcess, free_port
+from devkit import components, envoyconfig, procs
+from devkit.components import AUDIENCE, IssuerInstance, TemporalInstance
+from devkit.ports import free_addresses
+from devkit.procs import ManagedProcess
 
 HTTP_MTLS_VALUES = {"transport": "http", "extauthz": {"oidc": OIDC},
                     "tls": {"enabled": True, "serverSecret": "s", "clientSecret": "c"}}
@@ -81,10 +82,10 @@ class Server:
 @pytest.fixture(scope="module")
 def server(deploy_dir: Path, deploy_issuer: IssuerInstance, pki: Pki) -> Iterator[Server]:
     """`extauthz serve` as the chart runs it with transport http and tls.enabled."""
-    address, health = (LOOPBACK, free_port()), (LOOPBACK, free_port())
+    address, health, listen = free_addresses(3)
     tls = pki.server_dir
-    env = procs.extauthz_env(listen=(LOOPBACK, free_port()), issuer_url=deploy_issuer.url,
-                             audience=AUDIENCE, extra={
+    env = components.extauthz_env(listen=listen, issuer_url=deploy_issuer.url,
+                                  audience=AUDIENCE, extra={
         "EXTAUTHZ_TRANSPORT": "http", "EXTAUTHZ_HTTP_LISTEN": f"{address[0]}:{address[1]}",
         "EXTAUTHZ_HEALTH_LISTEN": f"{health[0]}:{health[1]}",
         "EXTAUTHZ_TLS_CERT_FILE": str(tls / "tls.crt"),
@@ -124,7 +125,7 @@ def _write_validated(workdir: Path, config: dict[str, Any]) -> Path:
     """envoy.yaml in ``workdir``, accepted by the real ``envoy --mode validate``."""
     path = workdir / "envoy.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    checked = procs.validate_envoy_config(path)
+    checked = components.validate_envoy_config(path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "Deprecated" not in checked.stdout + checked.stderr
     return path
@@ -144,9 +145,10 @@ def example_stack(workdir: Path, server: Server, client_dir: Path,
                   temporal: TemporalInstance) -> Stack:
     """envoy/envoy-http.yaml on free ports with its authz-tls block on (files from
     ``client_dir``)."""
-    addresses = {"listen": (LOOPBACK, free_port()), "admin": (LOOPBACK, free_port())}
+    listen, admin, internal = free_addresses(3)
+    addresses = {"listen": listen, "admin": admin}
     config = yaml.safe_load(envoyconfig.render(
-        listen=addresses["listen"], internal_listen=(LOOPBACK, free_port()),
+        listen=addresses["listen"], internal_listen=internal,
         admin=addresses["admin"], authz=server.address, upstream=temporal.address,
         transport="http", http_upstream=temporal.http_address))
     block = _relocate(example_tls_block(), {ENVOY_TLS_DIR: str(client_dir)})
@@ -159,8 +161,9 @@ def _run(workdir: Path, config: dict[str, Any], addresses: Mapping[str, tuple[st
          server: Server) -> Stack:
     workdir.mkdir(parents=True, exist_ok=True)
     path = _write_validated(workdir, config)
-    envoy = procs.start_envoy(path.read_text(), config_path=path, log_path=workdir / "envoy.log",
-                              admin=addresses["admin"])
+    envoy = components.start_envoy(
+        workdir, config_text=path.read_text(), config_path=path, log_path=workdir / "envoy.log",
+        admin=addresses["admin"], listen=addresses["listen"]).proc
     return Stack(envoy, server.proc, addresses["listen"], addresses["stats"],
                  addresses["admin"], server.address)
 

@@ -13,10 +13,11 @@ from typing import Any
 import httpx
 import pytest
 from helmchart import RELEASE, REPO, VALUE_SETS, envoy_config, envoy_files, find, manifests, one
-from support.components import IssuerInstance, TemporalInstance
 from test_chart_e2e import Stack, start_stack
 
-from extauthz import envoyconfig, httpapi
+from devkit import envoyconfig
+from devkit.components import IssuerInstance, TemporalInstance
+from extauthz import httpapi
 
 OIDC = {"issuerUrl": "https://login.example.com/realms/temporal", "clientId": "temporal"}
 ENVOY = f"{RELEASE}-envoy"

@@ -24,7 +24,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from extauthz.procs import LOOPBACK, ManagedProcess, free_port
+from devkit.ports import LOOPBACK, free_port
+from devkit.procs import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -182,6 +183,22 @@ def test_dockerignore_keeps_the_context_small(tmp_path: Path) -> None:
             assert (tmp_path / source).exists(), f"COPY {source}: not in the build context"
 
 
+DEV_ONLY = ("devkit/", "bench/", "fuzz/", "envoy/")
+# modules of the development tooling (the dev issuer / token minter, the local stack): never shipped
+DEV_MODULES = ("devissuer.py", "procs.py", "stack.py", "envoyconfig.py")
+
+
+def test_image_copies_no_development_tooling(tmp_path: Path) -> None:
+    """Only the package, its metadata and the pinned set are copied in: no ``devkit`` (the dev
+    issuer and token minter, the local stack), bench, fuzz or Envoy files reach the image."""
+    copied = dockerignore_context(REPO, tmp_path)
+    assert not [p for p in copied if p.startswith(DEV_ONLY)]
+    assert not [p for p in copied if p.startswith("extauthz/") and p.endswith(DEV_MODULES)]
+    sources = [s for copy in _stage("build").args("COPY") for s in shlex.split(copy)[:-1]]
+    assert sorted(sources) == ["README.md", "docker/requirements.txt", "extauthz",
+                               "pyproject.toml"], sources
+
+
 # ---- the install steps, for real ---------------------------------------------------------------
 
 
@@ -223,6 +240,15 @@ def test_pinned_set_installs_and_version_runs(installed: Path) -> None:
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(r"extauthz \d+\.\d+\.\d+\S*\n", result.stdout), result.stdout
+
+
+def test_installed_image_has_no_token_minter(installed: Path) -> None:
+    """The installed venv has the ``extauthz`` package and no ``devkit`` package or dev issuer
+    module: the image cannot mint tokens."""
+    site = next(installed.glob("lib/python*/site-packages"))
+    assert (site / "extauthz" / "cli.py").is_file()
+    assert not (site / "devkit").exists()
+    assert not [p for p in (site / "extauthz").rglob("*.py") if p.name in DEV_MODULES]
 
 
 def _files(root: Path) -> set[str]:

@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pki import CA, Issued, write_secret_volume
 
+from devkit.ports import LOOPBACK, free_port, free_ports
 from extauthz import config
 from extauthz.auth.types import IssuerConfig
 from extauthz.config import ConfigError, Settings, TLSSettings
-from extauthz.procs import LOOPBACK, free_port
 from extauthz.server.app import Server
 from extauthz.server.tls import CertificateFiles, TLSFilesError, load_files
 
@@ -191,7 +191,7 @@ async def test_server_requires_client_certificates_and_follows_a_new_client_ca(
     """The Check port answers only clients with a certificate from the client CA; after the CA
     bundle is rotated, clients of the new CA get in and those of the old one are refused; the
     plaintext health-only port answers probes throughout."""
-    port, health_port = free_port(), free_port()
+    port, health_port = free_ports(2)
     settings = Settings(listen=f"{LOOPBACK}:{port}", issuers=(_issuer(tmp_path),),
                         tls=_tls(secret), health_listen=f"{LOOPBACK}:{health_port}",
                         shutdown_delay_seconds=0, shutdown_grace_seconds=1)

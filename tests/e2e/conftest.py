@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.components import (
+from support.fakes import RecordingAuthz, RecordingHttpAuthz, RecordingUpstream
+
+from devkit.components import (
     EnvoyInstance,
     ExtauthzInstance,
     IssuerInstance,
@@ -25,7 +27,6 @@ from support.components import (
     start_envoy,
     start_extauthz,
 )
-from support.fakes import RecordingAuthz, RecordingHttpAuthz, RecordingUpstream
 
 TRANSPORTS = ("grpc", "http")
 

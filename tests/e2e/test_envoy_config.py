@@ -13,11 +13,11 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from support.components import EnvoyInstance, start_envoy
 from support.fakes import Decision, RecordingAuthz, RecordingHttpAuthz, RecordingUpstream
 
-from extauthz import envoyconfig, procs
-from extauthz.procs import LOOPBACK, free_port
+from devkit import components, envoyconfig
+from devkit.components import EnvoyInstance, start_envoy
+from devkit.ports import LOOPBACK, free_port
 
 Fakes = tuple[RecordingAuthz | RecordingHttpAuthz, RecordingUpstream, EnvoyInstance]
 
@@ -52,7 +52,7 @@ def _call(target: str, path: str, body: bytes = b"", **kwargs: Any) -> grpc.Stat
 
 def test_committed_config_validates(repo_root: Path, transport: str) -> None:
     """`envoy --mode validate` accepts envoy/envoy.yaml and envoy/envoy-http.yaml as committed."""
-    result = procs.validate_envoy_config(repo_root / "envoy" / FILES[transport])
+    result = components.validate_envoy_config(repo_root / "envoy" / FILES[transport])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout + result.stderr
 
@@ -71,7 +71,7 @@ def test_rendered_config_validates(tmp_path: Path, transport: str) -> None:
             transport=transport,
         )
     )
-    result = procs.validate_envoy_config(path)
+    result = components.validate_envoy_config(path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -136,7 +136,7 @@ def test_http_config_is_the_grpc_config_but_for_the_authz_protocol(repo_root: Pa
 
 
 def test_render_cli_writes_a_file(tmp_path: Path) -> None:
-    """`python -m extauthz.envoyconfig --out` writes the rendered config."""
+    """`python -m devkit.envoyconfig --out` writes the rendered config."""
     out = tmp_path / "e.yaml"
     assert envoyconfig.main(["--listen", "127.0.0.1:17233", "--authz-timeout", "0.25",
                              "--out", str(out)]) == 0

@@ -28,7 +28,6 @@ from google.protobuf import descriptor_pool, symbol_database
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
-from support.components import EnvoyInstance, IssuerInstance, TemporalInstance, policy_stack
 from support.workflows import GreetingWorkflow, greet
 from temporalio.api.command.v1 import message_pb2 as command_pb2
 from temporalio.api.common.v1 import ActivityType, WorkflowExecution, WorkflowType
@@ -40,6 +39,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
+from devkit.components import EnvoyInstance, IssuerInstance, TemporalInstance, policy_stack
 from extauthz import methods
 from extauthz.model import Scope
 

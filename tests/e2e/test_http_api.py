@@ -21,15 +21,11 @@ import grpc
 import httpx
 import pytest
 import yaml
-from support.components import (
-    EnvoyInstance,
-    IssuerInstance,
-    TemporalInstance,
-    policy_stack,
-)
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from extauthz import envoyconfig, httpapi, procs, wire
+from devkit import envoyconfig, ports
+from devkit.components import EnvoyInstance, IssuerInstance, TemporalInstance, policy_stack
+from extauthz import httpapi, wire
 from extauthz.model import Reason
 
 REPO = Path(__file__).resolve().parents[2]
@@ -476,4 +472,4 @@ def test_policy_rules_apply_to_the_http_api(policy_envoy: EnvoyInstance,
 def test_dev_server_http_port_is_up(temporal: TemporalInstance) -> None:
     """The dev server was started with its HTTP API on a free port (procs waits for it)."""
     assert temporal.http_address is not None
-    assert procs.port_open(*temporal.http_address)
+    assert ports.port_open(*temporal.http_address)

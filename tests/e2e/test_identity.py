@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.components import EnvoyInstance, TemporalInstance, start_envoy
 from support.identity import Authz, retry_port_clash, start_authz
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from extauthz.devissuer import DevIssuer
+from devkit.components import EnvoyInstance, TemporalInstance, start_envoy
+from devkit.issuer import DevIssuer
 from extauthz.model import Reason
 
 RPC_TIMEOUT = timedelta(seconds=10)

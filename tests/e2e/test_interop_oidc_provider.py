@@ -29,15 +29,16 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
-from support.components import AUDIENCE, EnvoyInstance, TemporalInstance, start_envoy
 from support.identity import Authz, retry_port_clash, start_authz
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from extauthz import procs
+from devkit import procs
+from devkit.components import AUDIENCE, EnvoyInstance, TemporalInstance, start_envoy
+from devkit.ports import LOOPBACK, free_port
+from devkit.procs import ManagedProcess
 from extauthz.model import Reason
-from extauthz.procs import LOOPBACK, ManagedProcess, free_port
 
 INTEROP = Path(__file__).resolve().parent.parent / "interop"
 SCRIPT = INTEROP / "oidc_provider.mjs"

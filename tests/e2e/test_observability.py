@@ -19,7 +19,9 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from support.components import (
+from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
+
+from devkit.components import (
     EnvoyInstance,
     ExtauthzInstance,
     IssuerInstance,
@@ -27,9 +29,8 @@ from support.components import (
     start_envoy,
     start_extauthz,
 )
-from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
-
-from extauthz.procs import LOOPBACK, ManagedProcess, free_port, http_get, wait_until
+from devkit.ports import LOOPBACK, free_port
+from devkit.procs import ManagedProcess, http_get, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "dashboards" / "extauthz.json"

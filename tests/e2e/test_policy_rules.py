@@ -21,14 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from support.components import (
-    EnvoyInstance,
-    IssuerInstance,
-    TemporalInstance,
-    policy_stack,
-    start_envoy,
-    start_extauthz,
-)
 from support.workflows import GreetingWorkflow, greet
 from temporalio.api.batch.v1 import message_pb2 as batch
 from temporalio.api.common.v1 import WorkflowExecution
@@ -46,6 +38,15 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
+
+from devkit.components import (
+    EnvoyInstance,
+    IssuerInstance,
+    TemporalInstance,
+    policy_stack,
+    start_envoy,
+    start_extauthz,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 RPC_TIMEOUT = timedelta(seconds=10)

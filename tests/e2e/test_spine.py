@@ -12,14 +12,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support.components import (
-    EnvoyInstance,
-    ExtauthzInstance,
-    IssuerInstance,
-    TemporalInstance,
-    start_envoy,
-    start_extauthz,
-)
 from support.fakes import RecordingUpstream
 from support.workflows import GreetingWorkflow, greet
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
@@ -27,8 +19,16 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
+from devkit.components import (
+    EnvoyInstance,
+    ExtauthzInstance,
+    IssuerInstance,
+    TemporalInstance,
+    start_envoy,
+    start_extauthz,
+)
+from devkit.procs import find_binary
 from extauthz.model import Reason
-from extauthz.procs import find_binary
 
 DESCRIBE_NAMESPACE = "/temporal.api.workflowservice.v1.WorkflowService/DescribeNamespace"
 GET_SYSTEM_INFO = "/temporal.api.workflowservice.v1.WorkflowService/GetSystemInfo"

@@ -1,4 +1,4 @@
-"""The local stack (`./dev stack` → `python -m extauthz.stack`) starts, checks itself, prints
+"""The local stack (`./dev stack` → `python -m devkit.stack`) starts, checks itself, prints
 its examples and stops every component cleanly on Ctrl-C."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from extauthz.procs import LOOPBACK, free_port, port_open
+from devkit.ports import LOOPBACK, free_ports, port_open
+from devkit.procs import devkit_env
 
 READY = "Ctrl-C stops everything."
 
@@ -18,11 +19,11 @@ READY = "Ctrl-C stops everything."
 def _ports() -> dict[str, int]:
     names = ("envoy", "temporal", "temporal-http", "internal", "authz", "authz-http", "admin",
              "issuer")
-    return {name: free_port() for name in names}
+    return dict(zip(names, free_ports(len(names)), strict=True))
 
 
 def _argv(state: Path, ports: dict[str, int], transport: str = "grpc") -> list[str]:
-    argv = [sys.executable, "-m", "extauthz.stack", "--state-dir", str(state), "--in-memory",
+    argv = [sys.executable, "-m", "devkit.stack", "--state-dir", str(state), "--in-memory",
             "--transport", transport]
     for name, port in ports.items():
         argv += [f"--{name}-port", str(port)]
@@ -48,7 +49,8 @@ def test_stack_runs_checks_itself_and_stops_cleanly(tmp_path: Path, transport: s
     log = tmp_path / "stack.out"
     with log.open("wb") as out:
         proc = subprocess.Popen(_argv(tmp_path / "state", ports, transport), stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env=devkit_env())
     try:
         text = _wait_for(log, READY, proc, timeout=90)
         assert "self-check: allowed call passed, denied calls refused" in text
@@ -74,6 +76,6 @@ def test_stack_refuses_a_taken_port(tmp_path: Path) -> None:
         blocker.bind((LOOPBACK, ports["envoy"]))
         blocker.listen()
         result = subprocess.run(_argv(tmp_path / "state", ports), capture_output=True,
-                                text=True, timeout=60, check=False)
+                                text=True, timeout=60, check=False, env=devkit_env())
     assert result.returncode == 1
     assert f"{LOOPBACK}:{ports['envoy']} (Envoy)" in result.stderr

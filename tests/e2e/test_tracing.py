@@ -9,9 +9,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support.components import IssuerInstance, TemporalInstance, start_envoy, start_extauthz
 from support.otlp import OtlpReceiver
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
+
+from devkit.components import IssuerInstance, TemporalInstance, start_envoy, start_extauthz
 
 WS = "/temporal.api.workflowservice.v1.WorkflowService/"
 PARENT = "b7ad6b7169203331"

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from extauthz.devissuer import DevIssuer
+from devkit.issuer import DevIssuer
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from extauthz.devissuer import DevIssuer
+from devkit.issuer import DevIssuer
+from devkit.ports import free_ports
+from devkit.procs import ManagedProcess, http_get, wait_until
 from extauthz.model import STATUS_UNAUTHENTICATED, CheckInput, Decision, Principal, Reason
-from extauthz.procs import ManagedProcess, free_port, http_get, wait_until
 from extauthz.server.http1 import HttpLimits
 from extauthz.server.http_service import HttpCheckServer
 from extauthz.server.responses import HttpResponses
@@ -396,9 +397,9 @@ async def test_serve_http_mode_with_workers_drains_on_sigterm(tmp_path: Path) ->
     on SIGTERM /healthz turns 503 while checks are still answered (shutdown delay), then every
     process exits 0."""
     dev = DevIssuer().start()
-    port = free_port()
+    port, grpc_port = free_ports(2)
     env = {**os.environ, "EXTAUTHZ_TRANSPORT": "http", "EXTAUTHZ_HTTP_LISTEN": f"127.0.0.1:{port}",
-           "EXTAUTHZ_LISTEN": f"127.0.0.1:{free_port()}", "TEMPORAL_AUTH_PROVIDER_URL": dev.url,
+           "EXTAUTHZ_LISTEN": f"127.0.0.1:{grpc_port}", "TEMPORAL_AUTH_PROVIDER_URL": dev.url,
            "TEMPORAL_AUTH_CLIENT_ID": "temporal", "EXTAUTHZ_ALLOW_INSECURE_ISSUER": "1",
            "EXTAUTHZ_WORKERS": "2"}
     config = tmp_path / "c.yaml"

@@ -24,11 +24,11 @@ from cryptography import x509
 from deploy.pki import CA, Issued, write_secret_volume
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from devkit.issuer import DevIssuer
+from devkit.ports import LOOPBACK, free_ports
 from extauthz import config
 from extauthz.config import Settings, TLSSettings
-from extauthz.devissuer import DevIssuer
 from extauthz.model import CheckInput, Decision, Principal, Reason
-from extauthz.procs import LOOPBACK, free_port
 from extauthz.server.app import Server
 from extauthz.server.http1 import HttpLimits
 from extauthz.server.http_service import HttpCheckServer
@@ -384,12 +384,12 @@ async def test_serve_http_with_mtls_keeps_a_plaintext_health_port(tmp_path: Path
     """`transport: http` with `tls:`: /healthz and checks need a client certificate on the HTTP
     port; the plaintext health_listen answers gRPC health (Kubernetes probes) as in gRPC mode."""
     dev = DevIssuer().start()
-    health = free_port()
+    health, http_port, grpc_port = free_ports(3)
     settings = config.apply_env(Settings(), {
         "TEMPORAL_AUTH_PROVIDER_URL": dev.url, "TEMPORAL_AUTH_CLIENT_ID": "temporal",
         "EXTAUTHZ_ALLOW_INSECURE_ISSUER": "1", "EXTAUTHZ_TRANSPORT": "http",
-        "EXTAUTHZ_HTTP_LISTEN": f"{LOOPBACK}:{free_port()}",
-        "EXTAUTHZ_LISTEN": f"{LOOPBACK}:{free_port()}",
+        "EXTAUTHZ_HTTP_LISTEN": f"{LOOPBACK}:{http_port}",
+        "EXTAUTHZ_LISTEN": f"{LOOPBACK}:{grpc_port}",
         "EXTAUTHZ_HEALTH_LISTEN": f"{LOOPBACK}:{health}",
         "EXTAUTHZ_TLS_CERT_FILE": str(pki.secret / "tls.crt"),
         "EXTAUTHZ_TLS_KEY_FILE": str(pki.secret / "tls.key"),

@@ -14,16 +14,14 @@ from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from extauthz.devissuer import DevIssuer
-from extauthz.procs import ManagedProcess, free_port, wait_until
+from devkit.grpcframe import frame
+from devkit.issuer import DevIssuer
+from devkit.ports import free_port
+from devkit.procs import ManagedProcess, wait_until
 
 WS = "/temporal.api.workflowservice.v1.WorkflowService/"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def frame(message: bytes) -> bytes:
-    return b"\x00" + len(message).to_bytes(4, "big") + message
 
 
 def check_request(path: str, body: bytes, token: str | None) -> external_auth_pb2.CheckRequest:

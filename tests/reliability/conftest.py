@@ -25,10 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # the `fuzz` package (the decoding oracle) is at the root
     sys.path.insert(0, str(REPO))
 
-from support.components import (  # noqa: E402
-    IssuerInstance,
-    TemporalInstance,
-)
+from devkit.components import IssuerInstance, TemporalInstance  # noqa: E402
 
 _REPORTS: list[Path] = []
 

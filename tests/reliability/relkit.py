@@ -40,12 +40,6 @@ class RawResult:
     reset: bool = False
 
 
-def frame(message: bytes, flag: int = 0, declared: int | None = None) -> bytes:
-    """One gRPC length-prefixed message (``declared`` may lie about the length)."""
-    length = len(message) if declared is None else declared
-    return bytes([flag]) + length.to_bytes(4, "big") + message
-
-
 def raw_call(address: tuple[str, int], path: str, body: bytes,
              headers: Sequence[tuple[str, str]] = (), *, timeout: float = 15.0,
              content_type: str = "application/grpc", method: str = "POST",

@@ -36,12 +36,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from relkit import ChaosProxy, Load, Outcome, group_pids, tally, wait_calls, write_report
-from support.components import AUDIENCE, EnvoyInstance, IssuerInstance, start_envoy
 from support.fakes import RecordingUpstream
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from extauthz import procs
-from extauthz.procs import LOOPBACK, ManagedProcess, free_port
+from devkit import components, procs
+from devkit.components import EnvoyInstance, IssuerInstance, start_envoy
+from devkit.ports import free_addresses
+from devkit.procs import ManagedProcess
 
 DESCRIBE = "/temporal.api.workflowservice.v1.WorkflowService/DescribeNamespace"
 ALLOWED_NS, FORBIDDEN_NS = "payroll", "other"
@@ -99,20 +100,13 @@ class Rig:
 
     def start_authz(self) -> ManagedProcess:
         self.starts += 1
-        extra = {"EXTAUTHZ_WORKERS": "1", **self.extra_env}
-        health_url = None
-        if self.http_address is not None:
-            # as support.components.start_extauthz(transport="http"), on fixed addresses
-            host, port = self.http_address
-            extra.update({"EXTAUTHZ_TRANSPORT": "http", "EXTAUTHZ_HTTP_LISTEN": f"{host}:{port}",
-                          "EXTAUTHZ_HEALTH_LISTEN": f"{self.address[0]}:{self.address[1]}"})
-            health_url = f"http://{host}:{port}/healthz"
-        env = procs.extauthz_env(listen=self.address, issuer_url=self.issuer.url,
-                                 audience=AUDIENCE, extra=extra)
-        self.authz = procs.start_extauthz(
-            env, listen=self.address, config_file=self.config, health_url=health_url,
+        # on fixed addresses, so a restart keeps them; in HTTP mode health is on `address`
+        self.authz = components.start_extauthz(
+            self.workdir, self.issuer.url, transport=self.transport, listen=self.address,
+            http_listen=self.http_address, health_listen=self.address, config_file=self.config,
+            extra_env={"EXTAUTHZ_WORKERS": "1", **self.extra_env},
             log_path=self.workdir / f"extauthz-fault-{self.transport}-{self.address[1]}-"
-                                    f"{self.starts}.log")
+                                    f"{self.starts}.log").proc
         return self.authz
 
     def call(self, kind: str) -> str:
@@ -183,9 +177,10 @@ def rig(rel_dir: Path, rel_issuer: IssuerInstance, request: pytest.FixtureReques
     transport = (str(request.getfixturevalue("transport"))
                  if "transport" in request.fixturenames else "grpc")
     upstream = RecordingUpstream().start()
-    rig = Rig(rel_dir, rel_issuer, (LOOPBACK, free_port()), upstream,
+    address, http_address = free_addresses(2)
+    rig = Rig(rel_dir, rel_issuer, address, upstream,
               dict(options.get("env", {})), transport=transport,
-              http_address=(LOOPBACK, free_port()) if transport == "http" else None)
+              http_address=http_address if transport == "http" else None)
     if "config" in options:
         rig.config = rel_dir / f"fault-config-{rig.address[1]}.yaml"
         rig.config.write_text(options["config"].format(dir=rel_dir, port=rig.address[1]))

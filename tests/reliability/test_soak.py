@@ -29,7 +29,13 @@ from typing import Any
 
 import pytest
 from relkit import group_pids, open_fds, rss_bytes, write_report
-from support.components import (
+from support.workflows import GreetingWorkflow, greet
+from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
+from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Worker
+
+from devkit.components import (
     EnvoyInstance,
     ExtauthzInstance,
     IssuerInstance,
@@ -37,11 +43,6 @@ from support.components import (
     start_envoy,
     start_extauthz,
 )
-from support.workflows import GreetingWorkflow, greet
-from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
-from temporalio.client import Client, WorkflowHandle
-from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import Worker
 
 SECONDS = float(os.environ.get("EXTAUTHZ_SOAK_SECONDS", "150"))
 RATE = float(os.environ.get("EXTAUTHZ_SOAK_RATE", "40"))

@@ -30,19 +30,10 @@ import pytest
 from relkit import (
     AUDIT_ENV,
     RawResult,
-    frame,
     raw_call,
     unframe_response,
     wait_audit,
     write_report,
-)
-from support.components import (
-    EnvoyInstance,
-    ExtauthzInstance,
-    IssuerInstance,
-    TemporalInstance,
-    start_envoy,
-    start_extauthz,
 )
 from support.fakes import RecordingUpstream, SeenCall
 from temporalio.api.command.v1 import message_pb2 as command_pb2
@@ -51,6 +42,15 @@ from temporalio.api.enums.v1 import command_type_pb2
 from temporalio.api.taskqueue.v1 import message_pb2 as taskqueue_pb2
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
+from devkit.components import (
+    EnvoyInstance,
+    ExtauthzInstance,
+    IssuerInstance,
+    TemporalInstance,
+    start_envoy,
+    start_extauthz,
+)
+from devkit.grpcframe import frame
 from extauthz import methods
 from extauthz.model import Target
 from fuzz import reference

@@ -5,11 +5,6 @@ from __future__ import annotations
 from envoy.service.auth.v3 import external_auth_pb2
 
 
-def frame(message: bytes) -> bytes:
-    """One uncompressed gRPC length-prefixed frame."""
-    return b"\x00" + len(message).to_bytes(4, "big") + message
-
-
 def check_request(path: str, body: bytes,
                   headers: dict[str, str]) -> external_auth_pb2.CheckRequest:
     """A gRPC call's CheckRequest: ``path``, the framed ``body`` and extra ``headers``."""

@@ -17,7 +17,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from extauthz.procs import LOOPBACK, free_port
+from devkit.ports import LOOPBACK, free_port
 
 T = TypeVar("T")
 

@@ -16,9 +16,10 @@ import grpc
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from extauthz import procs
-from extauthz.procs import LOOPBACK, ManagedProcess, StartupError, free_port
-from support.components import AUDIENCE
+from devkit import ports, procs
+from devkit.components import AUDIENCE
+from devkit.ports import free_addresses
+from devkit.procs import ManagedProcess, StartupError
 
 
 @dataclass
@@ -63,7 +64,7 @@ def start_authz(workdir: Path, name: str, issuer_url: str, transport: str, *,
     """``extauthz serve --config`` trusting ``issuer_url`` with the given issuer settings
     (``server``: top-level keys on top of the defaults); ready when SERVING, or with
     ``wait_serving=False`` once it listens (NOT_SERVING while the issuer is down)."""
-    listen = (LOOPBACK, free_port())
+    listen, http_address, health_address = free_addresses(3)
     config: dict[str, Any] = {
         "listen": f"{listen[0]}:{listen[1]}", "workers": 1, "log_format": "json",
         "audit_allow_sample_rate": 0.0, "shutdown_delay_seconds": 0,
@@ -73,7 +74,7 @@ def start_authz(workdir: Path, name: str, issuer_url: str, transport: str, *,
     config.update(server or {})
     address = health = listen
     if transport == "http":
-        address, health = (LOOPBACK, free_port()), (LOOPBACK, free_port())
+        address, health = http_address, health_address
         config.update(transport="http", http_listen=f"{address[0]}:{address[1]}",
                       health_listen=f"{health[0]}:{health[1]}")
     path = workdir / f"{name}-{transport}.yaml"
@@ -89,7 +90,7 @@ def start_authz(workdir: Path, name: str, issuer_url: str, transport: str, *,
     if wait_serving:
         proc.wait_ready(lambda: authz.health() == "SERVING", 30, "extauthz SERVING")
     else:
-        proc.wait_ready(lambda: procs.port_open(*address) and procs.port_open(*health),
+        proc.wait_ready(lambda: ports.port_open(*address) and ports.port_open(*health),
                         30, "extauthz listening")
     return authz
 

@@ -14,6 +14,7 @@ import pytest
 from temporalio.api.command.v1 import message_pb2 as command_pb2
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
+from devkit.grpcframe import frame
 from extauthz import methods, wire
 from extauthz.auth.types import AuthError, IssuerConfig, VerifiedToken
 from extauthz.model import CheckInput, Decision, Principal, Reason, Target
@@ -51,11 +52,6 @@ class FakeVerifier:
         if token not in self.claims:
             raise AuthError(Reason.BAD_SIGNATURE, "token signature does not verify")
         return VerifiedToken(ISSUER, self.claims[token], time.time() + 60)
-
-
-def frame(message: bytes, flag: int = 0) -> bytes:
-    """One gRPC length-prefixed message."""
-    return bytes([flag]) + len(message).to_bytes(4, "big") + message
 
 
 def start_body(namespace: str = "default") -> bytes:

@@ -18,6 +18,7 @@ from temporalio.api.taskqueue.v1 import message_pb2 as taskqueue_pb2
 from temporalio.api.workflow.v1 import message_pb2 as workflow_pb2
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
+from devkit.grpcframe import frame
 from extauthz import methods, wire
 from extauthz.model import Reason
 
@@ -49,11 +50,6 @@ def ld(number: int, payload: bytes | str) -> bytes:
     """A length-delimited field."""
     data = payload.encode() if isinstance(payload, str) else payload
     return tag(number, 2) + varint(len(data)) + data
-
-
-def frame(message: bytes, flag: int = 0) -> bytes:
-    """One gRPC length-prefixed message."""
-    return bytes([flag]) + len(message).to_bytes(4, "big") + message
 
 
 def plan(name: str) -> methods.MessagePlan:

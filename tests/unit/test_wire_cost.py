@@ -23,6 +23,7 @@ if str(REPO) not in sys.path:
 if getattr(sys.modules.get("bench"), "__file__", "") is None:  # tests/bench, a namespace
     del sys.modules["bench"]
 from bench import worst_body as wb  # noqa: E402
+from devkit.grpcframe import frame  # noqa: E402
 
 MiB = 1024 * 1024
 # worst CPU ÷ normal measured at ~1,100-2,600 (README "Cost of one body"); the code before the
@@ -92,7 +93,7 @@ def test_worst_body_allocates_at_most_its_own_size(case: wb.Case) -> None:
 def test_gzip_bomb_is_refused_by_its_ratio_before_the_size_cap() -> None:
     """A 4 KiB gzip that would inflate to 4 MiB (1000x) is refused, holding ~ratio x its size."""
     zeros = gzip.compress(b"\x00" * (4 * MiB - 64))
-    body = wb.frame(zeros, 1)
+    body = frame(zeros, 1)
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()

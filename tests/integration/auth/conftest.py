@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from support_auth import FakeClock
 
-from extauthz.devissuer import DevIssuer
+from devkit.issuer import DevIssuer
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from devkit.issuer import DevIssuer
 from extauthz.auth.authenticator import Authenticator
 from extauthz.auth.types import AuthError, IssuerConfig
-from extauthz.devissuer import DevIssuer
 from extauthz.model import Reason
 
 

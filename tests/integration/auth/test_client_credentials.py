@@ -10,9 +10,9 @@ from typing import Any
 from support_auth import config_for, refused, running
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
+from devkit.issuer import DevIssuer
 from extauthz import methods
 from extauthz.claims import ClaimMapping
-from extauthz.devissuer import DevIssuer
 from extauthz.model import CheckInput, Reason, Role
 from extauthz.pipeline import Pipeline
 from extauthz.rules.matchers import ClaimSources, Facts, Match

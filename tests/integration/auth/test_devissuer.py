@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from support_auth import config_for, running
 
-from extauthz import devissuer
-from extauthz.devissuer import DevIssuer
+from devkit import tokens
+from devkit.issuer import DevIssuer
+from devkit.procs import devkit_env
 
 
 def post(url: str, data: bytes, content_type: str) -> dict[str, Any]:
@@ -32,8 +33,8 @@ def test_refuses_a_non_loopback_host() -> None:
 
 
 async def test_mint_helper_tokens_verify(dev: DevIssuer) -> None:
-    """``devissuer.mint(url, claims)`` over HTTP: defaults iss/aud/exp, honours ``ttl``."""
-    token = devissuer.mint(dev.url, {"sub": "alice", "permissions": ["default:write"],
+    """``tokens.mint(url, claims)`` over HTTP: defaults iss/aud/exp, honours ``ttl``."""
+    token = tokens.mint(dev.url, {"sub": "alice", "permissions": ["default:write"],
                                      "ttl": 120})
     async with running(config_for(dev)) as auth:
         verified = await auth.verify(token)
@@ -77,19 +78,19 @@ async def test_offline_mint_from_state_dir(tmp_path: Path) -> None:
     and a restarted issuer keeps the same keys."""
     with DevIssuer(state_dir=tmp_path) as first:
         kid, url = first.current_kid, first.url
-        token = devissuer.mint_offline(tmp_path, {"sub": "offline"})
+        token = tokens.mint_offline(tmp_path, {"sub": "offline"})
         async with running(config_for(first)) as auth:
             assert (await auth.verify(token)).subject == "offline"
     assert DevIssuer(state_dir=tmp_path, issuer=url).current_kid == kid
-    assert (tmp_path / devissuer.STATE_FILE).stat().st_mode & 0o077 == 0
+    assert (tmp_path / tokens.STATE_FILE).stat().st_mode & 0o077 == 0
 
 
 def test_cli_serves_discovery_and_prints_its_url(tmp_path: Path) -> None:
-    """``python -m extauthz.devissuer --port 0`` prints the URL and serves discovery."""
+    """``python -m devkit.issuer --port 0`` prints the URL and serves discovery."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "extauthz.devissuer", "--host", "127.0.0.1", "--port", "0",
+        [sys.executable, "-m", "devkit.issuer", "--host", "127.0.0.1", "--port", "0",
          "--state-dir", str(tmp_path), "--alg", "ES256"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=devkit_env(),
     )
     try:
         assert proc.stdout is not None

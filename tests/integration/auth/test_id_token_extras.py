@@ -15,8 +15,8 @@ import structlog
 from support_auth import config_for, running
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
+from devkit.issuer import DevIssuer
 from extauthz import methods
-from extauthz.devissuer import DevIssuer
 from extauthz.model import CheckInput, Decision, Reason
 from extauthz.obs.audit import AuditLog
 from extauthz.pipeline import Pipeline

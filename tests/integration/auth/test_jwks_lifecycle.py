@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from support_auth import FakeClock, b64url, config_for, refused, running
 
+from devkit.issuer import DevIssuer
+from devkit.tokens import generate_key
 from extauthz.auth.authenticator import Authenticator
 from extauthz.auth.types import AuthError, IssuerConfig
-from extauthz.devissuer import DevIssuer, generate_key
 from extauthz.model import Reason
 
 # no background refresh during a test unless it asks for one

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from support_auth import b64url, config_for, refused, running
 
-from extauthz.devissuer import DevIssuer
+from devkit.issuer import DevIssuer
 from extauthz.model import Reason
 
 

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from support_auth import FakeClock, config_for, refused, running
 
+from devkit.issuer import DevIssuer
 from extauthz.auth.types import AuthError
-from extauthz.devissuer import DevIssuer
 from extauthz.model import Reason
 
 QUIET = {"refresh_interval_seconds": 3600.0, "min_refresh_interval_seconds": 3600.0,

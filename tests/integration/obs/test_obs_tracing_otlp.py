@@ -18,12 +18,14 @@ import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from google.rpc import code_pb2
-from support.checks import check_request, frame
+from support.checks import check_request
 from support.otlp import OtlpReceiver
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from extauthz.devissuer import DevIssuer
-from extauthz.procs import ManagedProcess, free_port, http_get, wait_until
+from devkit.grpcframe import frame
+from devkit.issuer import DevIssuer
+from devkit.ports import free_ports
+from devkit.procs import ManagedProcess, http_get, wait_until
 
 WS = "/temporal.api.workflowservice.v1.WorkflowService/"
 REPO = Path(__file__).resolve().parents[3]
@@ -65,7 +67,7 @@ def test_spans_continue_the_callers_trace_on_both_transports_and_reach_the_colle
     malformed traceparent starts a new trace without changing the decision; the collector gets
     the configured headers, service.name temporal-extauthz, and never the token; SIGTERM
     flushes what is queued."""
-    grpc_port, http_port, health_port = free_port(), free_port(), free_port()
+    grpc_port, http_port, health_port = free_ports(3)
     cfg = tmp_path / "extauthz.yaml"
     cfg.write_text(textwrap.dedent(f"""\
         listen: 127.0.0.1:{grpc_port}
@@ -186,9 +188,10 @@ def test_tracing_off_imports_nothing_of_opentelemetry(tmp_path: Path, enabled: b
     """Off (the default), a server that answered a gRPC and an HTTP check has not imported a
     single opentelemetry module; on (the control), it has, and both checks became spans."""
     cfg = tmp_path / "c.yaml"
+    listen_port, http_listen_port = free_ports(2)
     cfg.write_text(textwrap.dedent(f"""\
-        listen: 127.0.0.1:{free_port()}
-        http_listen: 127.0.0.1:{free_port()}
+        listen: 127.0.0.1:{listen_port}
+        http_listen: 127.0.0.1:{http_listen_port}
         transport: both
         shutdown_delay_seconds: 0
         audit_allow_sample_rate: 0

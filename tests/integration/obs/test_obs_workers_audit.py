@@ -21,11 +21,13 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2
 from prometheus_client.parser import text_string_to_metric_families
-from support.checks import check_request, frame
+from support.checks import check_request
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from extauthz.devissuer import DevIssuer
-from extauthz.procs import ManagedProcess, free_port, http_get, wait_until
+from devkit.grpcframe import frame
+from devkit.issuer import DevIssuer
+from devkit.ports import free_ports
+from devkit.procs import ManagedProcess, http_get, wait_until
 
 WS = "/temporal.api.workflowservice.v1.WorkflowService/"
 SERVING = 1
@@ -62,7 +64,7 @@ class Served:
 @pytest.fixture(scope="module")
 def served(dev: DevIssuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("workers")
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = free_ports(2)
     env = {**os.environ, "EXTAUTHZ_LISTEN": f"127.0.0.1:{port}",
            "TEMPORAL_AUTH_PROVIDER_URL": dev.url, "TEMPORAL_AUTH_CLIENT_ID": "temporal",
            "EXTAUTHZ_ALLOW_INSECURE_ISSUER": "1", "PYTHONUNBUFFERED": "1",
@@ -210,11 +212,11 @@ def test_sigterm_stops_every_worker_and_removes_the_metrics_dir(
         dev: DevIssuer, tmp_path: Path) -> None:
     """SIGTERM to the supervisor: it forwards it, every worker exits, exit status 0, and the
     temporary multi-process directory is gone."""
-    port = free_port()
+    port, metrics_port = free_ports(2)
     env = {**os.environ, "EXTAUTHZ_LISTEN": f"127.0.0.1:{port}",
            "TEMPORAL_AUTH_PROVIDER_URL": dev.url, "TEMPORAL_AUTH_CLIENT_ID": "temporal",
            "EXTAUTHZ_ALLOW_INSECURE_ISSUER": "1", "PYTHONUNBUFFERED": "1",
-           "EXTAUTHZ_METRICS_LISTEN": f"127.0.0.1:{free_port()}", "EXTAUTHZ_LOG_FORMAT": "json",
+           "EXTAUTHZ_METRICS_LISTEN": f"127.0.0.1:{metrics_port}", "EXTAUTHZ_LOG_FORMAT": "json",
            "TMPDIR": str(tmp_path)}
     log = tmp_path / "x.log"
     proc = ManagedProcess("extauthz", [sys.executable, "-m", "extauthz", "serve",
@@ -245,7 +247,7 @@ def _zombie(pid: int) -> bool:
 
 def test_worker_readiness_waits_do_not_delay_a_single_process(dev: DevIssuer) -> None:
     """--workers 1 runs in-process (no supervisor) and serves its own /metrics."""
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = free_ports(2)
     env = {**os.environ, "EXTAUTHZ_LISTEN": f"127.0.0.1:{port}",
            "TEMPORAL_AUTH_PROVIDER_URL": dev.url, "TEMPORAL_AUTH_CLIENT_ID": "temporal",
            "EXTAUTHZ_ALLOW_INSECURE_ISSUER": "1", "PYTHONUNBUFFERED": "1",

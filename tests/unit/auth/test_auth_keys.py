@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from devkit.tokens import DevKey, generate_key
 from extauthz.auth.keys import InvalidJwks, KeySet, parse_jwks
 from extauthz.auth.types import ASYMMETRIC_ALGORITHMS
-from extauthz.devissuer import DevKey, generate_key
 
 
 def jwk(key_alg: str, **extra: Any) -> dict[str, Any]:

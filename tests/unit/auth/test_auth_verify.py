@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devkit.issuer import DevIssuer
 from extauthz.auth.keys import KeySet, parse_jwks
 from extauthz.auth.types import ASYMMETRIC_ALGORITHMS, AuthError, IssuerConfig
 from extauthz.auth.verify import b64url_decode, check_claims, parse_token, verify_token
 from extauthz.claims import ClaimMapping
-from extauthz.devissuer import DevIssuer
 from extauthz.model import Reason
 
 ISS = "https://issuer.test"

@@ -11,124 +11,40 @@ It exists so that tests, demos and local stacks have a real issuer over HTTP on 
 - ``POST /token``: OAuth2 client credentials (form ``grant_type=client_credentials``,
   ``client_id``, any ``client_secret``; optional ``audience``, ``scope``, ``permissions``).
 
-Run it: ``python -m extauthz.devissuer --host 127.0.0.1 --port 0 [--state-dir DIR] [--alg RS256]``
+Run it: ``python -m devkit.issuer --host 127.0.0.1 --port 0 [--state-dir DIR] [--alg RS256]``
 (it refuses a non-loopback host unless ``--allow-non-loopback``). In tests use ``DevIssuer``
 (a ``ThreadingHTTPServer`` in a background thread): ``.url``, ``.mint()``, ``.rotate()``,
 ``.set_mode("ok" | "down" | "slow" | "garbage" | "huge")`` and request counters.
 
 With ``--state-dir`` the keys and the issuer URL are kept in ``devissuer.json`` (private keys in
-clear: development only), so ``mint_offline`` can sign tokens the running issuer will vouch for.
+clear: development only), so ``devkit.tokens.mint_offline`` can sign tokens the running issuer
+will vouch for.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import ipaddress
 import json
-import os
 import secrets
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import structlog
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from jwt.algorithms import get_default_algorithms
+
+from devkit.issuer_http import IssuerHandler
+from devkit.tokens import STATE_FILE, DevKey, build_claims, generate_key, sign
 
 log = structlog.get_logger(__name__)
 
 WARNING = "DEVELOPMENT-ONLY OIDC issuer: mints tokens for anyone; never use it in production"
 MODES = ("ok", "down", "slow", "garbage", "huge")
-STATE_FILE = "devissuer.json"
-DEFAULT_PORT = 8899
-URL_ENV = "EXTAUTHZ_DEV_ISSUER_URL"
-_ALGS = get_default_algorithms()
-_EC_CURVES: Mapping[str, type[ec.EllipticCurve]] = {
-    "ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1, "ES256K": ec.SECP256K1,
-}
-
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-
-
-def b64url(data: bytes) -> str:
-    """Unpadded base64url."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def generate_key(alg: str, rsa_bits: int = 2048) -> PrivateKey:
-    """A fresh private key for a JWS algorithm."""
-    if alg.startswith(("RS", "PS")):
-        return rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
-    if alg in _EC_CURVES:
-        return ec.generate_private_key(_EC_CURVES[alg]())
-    if alg == "EdDSA":
-        return ed25519.Ed25519PrivateKey.generate()
-    raise ValueError(f"unsupported algorithm {alg!r}")
-
-
-@dataclass(slots=True)
-class DevKey:
-    """A signing key of the dev issuer."""
-
-    kid: str
-    alg: str
-    private: PrivateKey
-    use: str | None = "sig"
-    published: bool = True
-
-    def public_jwk(self) -> dict[str, Any]:
-        """The public JWK as published."""
-        jwk: dict[str, Any] = dict(_ALGS[self.alg].to_jwk(self.private.public_key(), as_dict=True))
-        jwk.update(kid=self.kid, alg=self.alg)
-        if self.use is not None:
-            jwk["use"] = self.use
-        return jwk
-
-    def to_state(self) -> dict[str, Any]:
-        """Serializable form (private key in clear PEM: development only)."""
-        pem = self.private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode("ascii")
-        return {"kid": self.kid, "alg": self.alg, "use": self.use, "published": self.published,
-                "pem": pem}
-
-    @classmethod
-    def from_state(cls, data: Mapping[str, Any]) -> DevKey:
-        """Inverse of ``to_state``."""
-        private = serialization.load_pem_private_key(data["pem"].encode("ascii"), None)
-        if not isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-                          | ed25519.Ed25519PrivateKey):
-            raise ValueError("unsupported key type in dev issuer state")
-        return cls(data["kid"], data["alg"], private, data.get("use"), data.get("published", True))
-
-
-def sign(key: DevKey, header: Mapping[str, Any], payload: bytes) -> str:
-    """A compact JWS over raw ``payload`` bytes with exactly ``header`` (tests craft odd tokens)."""
-    head = b64url(json.dumps(dict(header), separators=(",", ":")).encode())
-    signing_input = f"{head}.{b64url(payload)}"
-    signature = _ALGS[key.alg].sign(signing_input.encode("ascii"), key.private)
-    return f"{signing_input}.{b64url(signature)}"
-
-
-def build_claims(
-    issuer: str, claims: Mapping[str, Any], *, ttl: float, audience: str, now: float
-) -> dict[str, Any]:
-    """Default ``iss``, ``iat``, ``exp``, ``aud``; given claims win; ``None`` removes a claim."""
-    merged: dict[str, Any] = {"iss": issuer, "aud": audience, "iat": int(now),
-                              "exp": int(now + ttl)}
-    merged.update(claims)
-    return {name: value for name, value in merged.items() if value is not None}
-
 
 @dataclass(slots=True)
 class _State:
@@ -185,7 +101,7 @@ class DevIssuer:
 
     def start(self) -> DevIssuer:
         """Bind and serve in a daemon thread. Returns ``self``."""
-        server = ThreadingHTTPServer((self.host, self.port), _Handler)
+        server = ThreadingHTTPServer((self.host, self.port), IssuerHandler)
         server.daemon_threads = True
         server.dev = self  # type: ignore[attr-defined]
         self._server = server
@@ -356,143 +272,6 @@ class DevIssuer:
         tmp.replace(path)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "extauthz-devissuer"
-    protocol_version = "HTTP/1.1"
-
-    @property
-    def dev(self) -> DevIssuer:
-        dev: DevIssuer = self.server.dev  # type: ignore[attr-defined]
-        return dev
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: requests are counted, not logged."""
-
-    def do_GET(self) -> None:
-        dev = self.dev
-        with dev._lock:
-            dev.requests += 1
-        if self.path == "/.well-known/openid-configuration":
-            with dev._lock:
-                dev.discovery_requests += 1
-            self._serve_key_document(self._discovery())
-        elif self.path == "/jwks.json":
-            with dev._lock:
-                dev.jwks_requests += 1
-            self._serve_key_document(dev.jwks())
-        else:
-            self._json(404, {"error": "not_found"})
-
-    def do_POST(self) -> None:
-        dev = self.dev
-        with dev._lock:
-            dev.requests += 1
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        try:
-            if self.path == "/dev/mint":
-                self._mint(body)
-            elif self.path == "/dev/rotate":
-                options = json.loads(body or b"{}")
-                kid = dev.rotate(drop_old=bool(options.get("drop_old")), alg=options.get("alg"))
-                self._json(200, {"kid": kid})
-            elif self.path == "/token":
-                self._token(body)
-            else:
-                self._json(404, {"error": "not_found"})
-        except (ValueError, KeyError, TypeError) as exc:
-            self._json(400, {"error": "invalid_request", "error_description": str(exc)[:200]})
-
-    def _mint(self, body: bytes) -> None:
-        claims = json.loads(body or b"{}")
-        if not isinstance(claims, dict):
-            raise ValueError("body must be a JSON object of claims")
-        ttl = claims.pop("ttl", None)
-        self._json(200, {"token": self.dev.mint(claims, ttl=ttl)})
-
-    def _token(self, body: bytes) -> None:
-        form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
-        auth = self.headers.get("Authorization", "")
-        if auth.startswith("Basic ") and "client_id" not in form:
-            form["client_id"] = base64.b64decode(auth[6:]).decode().split(":", 1)[0]
-        if form.get("grant_type") != "client_credentials":
-            self._json(400, {"error": "unsupported_grant_type"})
-        elif not form.get("client_id"):
-            self._json(401, {"error": "invalid_client"})
-        else:
-            self._json(200, self.dev.client_credentials(form))
-
-    def _discovery(self) -> dict[str, Any]:
-        url = self.dev.url
-        return {
-            "issuer": url,
-            "jwks_uri": f"{url}/jwks.json",
-            "token_endpoint": f"{url}/token",
-            "grant_types_supported": ["client_credentials"],
-            "id_token_signing_alg_values_supported": [self.dev.alg],
-            "response_types_supported": ["token"],
-            "subject_types_supported": ["public"],
-        }
-
-    def _serve_key_document(self, document: Mapping[str, Any]) -> None:
-        mode = self.dev.mode
-        if mode == "down":
-            self.close_connection = True  # drop the connection without an answer
-            return
-        if mode == "garbage":
-            self._send(200, b"<html>this is not json", "text/html")
-        elif mode == "huge":
-            self._huge()
-        elif mode == "slow":
-            self._slow(json.dumps(document).encode())
-        else:
-            max_age = self.dev.jwks_max_age
-            self._json(200, document,
-                       cache_control="" if max_age is None else f"max-age={max_age}")
-
-    def _slow(self, body: bytes) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        pause = self.dev.slow_seconds / max(len(body), 1)
-        try:
-            for byte in body:
-                if self.dev._stopping.wait(pause):
-                    return
-                self.wfile.write(bytes([byte]))
-                self.wfile.flush()
-        except OSError:
-            self.close_connection = True
-
-    def _huge(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        chunk = b'{"keys":[' + b" " * 65536
-        try:
-            for _ in range(1024):  # at most 64 MiB
-                if self.dev._stopping.is_set():
-                    return
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-        except OSError:
-            return
-        self.close_connection = True
-
-    def _json(self, status: int, value: Any, cache_control: str = "no-store") -> None:
-        self._send(status, json.dumps(value).encode(), "application/json", cache_control)
-
-    def _send(self, status: int, body: bytes, content_type: str,
-              cache_control: str = "no-store") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if cache_control:
-            self.send_header("Cache-Control", cache_control)
-        self.end_headers()
-        self.wfile.write(body)
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -502,53 +281,18 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-# -- helpers for the CLI ------------------------------------------------------------------------
-
-
-def default_url() -> str:
-    """The dev issuer ``extauthz token`` talks to: ``$EXTAUTHZ_DEV_ISSUER_URL`` or
-    ``http://127.0.0.1:8899``."""
-    return os.environ.get(URL_ENV) or f"http://127.0.0.1:{DEFAULT_PORT}"
-
-
-def mint(issuer_url: str, claims: Mapping[str, Any], timeout: float = 10.0) -> str:
-    """Ask a running dev issuer to mint a token (``POST <issuer>/dev/mint``)."""
-    request = urllib.request.Request(  # noqa: S310 - the caller's dev issuer URL
-        issuer_url.rstrip("/") + "/dev/mint",
-        data=json.dumps(dict(claims)).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-        token: str = json.loads(response.read())["token"]
-    return token
-
-
-def mint_offline(
-    state_dir: str | Path, claims: Mapping[str, Any], *, ttl: float = 3600.0,
-    issuer: str | None = None,
-) -> str:
-    """Sign a token with the keys a dev issuer saved in ``state_dir`` (no server needed)."""
-    data = json.loads((Path(state_dir) / STATE_FILE).read_text())
-    keys = {k["kid"]: DevKey.from_state(k) for k in data["keys"]}
-    payload = build_claims(issuer or data["issuer"], claims, ttl=ttl,
-                           audience=data.get("audience", "temporal"), now=time.time())
-    key = keys[data["current"]]
-    return sign(key, {"alg": key.alg, "typ": "JWT", "kid": key.kid},
-                json.dumps(payload).encode())
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m extauthz.devissuer``: serve until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m extauthz.devissuer", description=WARNING)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--state-dir")
+    """``python -m devkit.issuer``: serve until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m devkit.issuer", description=WARNING)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
+    parser.add_argument("--port", type=int, default=0, help="port (default 0: any free one)")
+    parser.add_argument("--state-dir", help="keep keys and the issuer URL in this directory")
     parser.add_argument("--alg", default="RS256", choices=sorted(
         {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
-         "EdDSA"}))
-    parser.add_argument("--audience", default="temporal")
-    parser.add_argument("--allow-non-loopback", action="store_true")
+         "EdDSA"}), help="signing algorithm of the first key (default: RS256)")
+    parser.add_argument("--audience", default="temporal", help="default `aud` of minted tokens")
+    parser.add_argument("--allow-non-loopback", action="store_true",
+                        help="listen on a non-loopback address (never in production)")
     args = parser.parse_args(argv)
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # stdout: URL
     dev = DevIssuer(args.host, args.port, state_dir=args.state_dir, alg=args.alg,

@@ -13,8 +13,7 @@ Where the file is found (first match wins):
 
 1. the ``source`` argument / ``--source`` option;
 2. the environment variable ``EXTAUTHZ_ENVOY_CONFIG``;
-3. ``envoy/envoy.yaml`` next to the ``extauthz`` package (a source checkout or an editable
-   install).
+3. ``envoy/envoy.yaml`` in the source checkout (the parent of ``devkit/``).
 
 For Envoy's HTTP ext_authz protocol (``transport="http"``, ``--transport http``) the file is
 ``envoy/envoy-http.yaml`` (or ``$EXTAUTHZ_ENVOY_HTTP_CONFIG``): the same listeners and clusters,
@@ -26,7 +25,7 @@ not package data, and no generated copy is committed).
 
 Command line::
 
-    python -m extauthz.envoyconfig --listen 127.0.0.1:7233 --upstream 127.0.0.1:7234 \\
+    python -m devkit.envoyconfig --listen 127.0.0.1:7233 --upstream 127.0.0.1:7234 \\
         --http-upstream 127.0.0.1:7243 \\
         --authz 127.0.0.1:9191 --admin 127.0.0.1:9901 --out /tmp/envoy.yaml
 """
@@ -82,7 +81,7 @@ def default_path(transport: str = "grpc") -> Path:
     if path.is_file():
         return path
     raise EnvoyConfigNotFound(
-        f"envoy/{name} not found next to the extauthz package ({path}); "
+        f"envoy/{name} not found in the source checkout ({path}); "
         f"run from a source checkout or set {var} to the file"
     )
 
@@ -221,7 +220,7 @@ def edit(
 
 def dump(config: dict[str, Any]) -> str:
     """YAML text for Envoy, with a note on where it came from."""
-    header = "# Rendered from envoy/ by extauthz.envoyconfig; edit the file there, not this.\n"
+    header = "# Rendered from envoy/ by devkit.envoyconfig; edit the file there, not this.\n"
     return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False, width=120)
 
 
@@ -256,9 +255,9 @@ def render(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m extauthz.envoyconfig``: render the config for other addresses."""
+    """``python -m devkit.envoyconfig``: render the config for other addresses."""
     parser = argparse.ArgumentParser(
-        prog="python -m extauthz.envoyconfig",
+        prog="python -m devkit.envoyconfig",
         description="Render envoy/envoy.yaml with other addresses (unset options keep the file's).",
     )
     parser.add_argument("--listen", type=parse_address, help="external listener HOST:PORT")

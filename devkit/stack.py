@@ -1,12 +1,11 @@
 """The local development stack: Temporal behind Envoy and temporal-extauthz, on loopback.
 
-``./dev stack`` (or ``extauthz stack``, ``python -m extauthz.stack``) starts, in order:
+``./dev stack`` (or ``python -m devkit stack``, ``python -m devkit.stack``) starts, in order:
 
 1. a Temporal dev server (``temporal server start-dev --headless``) on 127.0.0.1:7234 with the
    namespaces ``default`` and ``payroll``, persisted in ``.stack/temporal.db``;
-2. the development OIDC issuer (``extauthz.devissuer``) on 127.0.0.1:8899 (its default, so
-   ``extauthz token`` finds it), keys in
-   ``.stack/issuer/``;
+2. the development OIDC issuer (``devkit.issuer``) on 127.0.0.1:8899 (its default, so
+   ``./dev token`` finds it), keys in ``.stack/issuer/``;
 3. the authz server (``python -m extauthz serve``) on 127.0.0.1:9191, trusting that issuer for
    audience ``temporal``;
    (``--transport http``: Envoy's HTTP ext_authz protocol on 127.0.0.1:9192 instead);
@@ -36,8 +35,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from extauthz import devissuer, envoyconfig, procs
-from extauthz.procs import LOOPBACK, ManagedProcess
+from devkit import components, plain, tokens
+from devkit.ports import LOOPBACK, port_open
+from devkit.procs import ManagedProcess, StartupError
 
 DESCRIBE_NAMESPACE = "/temporal.api.workflowservice.v1.WorkflowService/DescribeNamespace"
 
@@ -55,7 +55,7 @@ class StackConfig:
     internal_port: int = 7235
     authz_port: int = 9191
     admin_port: int = 9901
-    issuer_port: int = devissuer.DEFAULT_PORT
+    issuer_port: int = tokens.DEFAULT_PORT
     namespaces: tuple[str, ...] = ("default", "payroll")
     persist: bool = True
     # Envoy's ext_authz protocol: grpc (authz_port) or http (authz_http_port)
@@ -100,7 +100,7 @@ def _check_ports_free(config: StackConfig) -> None:
             ("Envoy admin", config.admin_port),
             ("dev issuer", config.issuer_port),
         )
-        if procs.port_open(config.host, port)
+        if port_open(config.host, port)
     ]
     if taken:
         raise RuntimeError(
@@ -129,8 +129,8 @@ def _describe(target: str, token: str | None, namespace: str) -> str:
 def self_check(config: StackConfig) -> list[str]:
     """Problems found by one allowed and two denied calls through Envoy (empty: all good)."""
     target = f"{config.host}:{config.envoy_port}"
-    reader = procs.mint_token(config.issuer_url, {"sub": "stack-check",
-                                                  "permissions": ["default:read"]})
+    reader = tokens.mint(config.issuer_url, {"sub": "stack-check",
+                                             "permissions": ["default:read"]})
     problems = []
     expected = (
         (reader, "default", "OK"),
@@ -147,11 +147,11 @@ def self_check(config: StackConfig) -> list[str]:
 
 def banner(config: StackConfig) -> str:
     """What runs where, and copy-paste examples."""
-    temporal, extauthz = shlex.quote(_tool("temporal")), shlex.quote(_tool("extauthz"))
+    temporal = shlex.quote(_tool("temporal"))
     h = config.host
-    # `extauthz token` finds the issuer by itself when it is at its default address
-    token = f"{extauthz} token"
-    if config.issuer_url != devissuer.default_url():
+    # `./dev token` finds the issuer by itself when it is at its default address
+    token = "./dev token"
+    if config.issuer_url != tokens.default_url():
         token += f" --issuer {config.issuer_url}"
     return f"""
 temporal-extauthz local stack is up (development only).
@@ -207,45 +207,32 @@ class Stack:
         _check_ports_free(c)
         try:
             say(f"starting Temporal dev server on {c.host}:{c.temporal_port} ...")
-            self.processes.append(procs.start_temporal_dev_server(
-                c.temporal_port, host=c.host, namespaces=c.namespaces,
+            self.processes.append(components.start_temporal(
+                state, address=c.address(c.temporal_port), namespaces=c.namespaces,
                 log_path=logs / "temporal.log",
                 db_filename=state / "temporal.db" if c.persist else None,
-                http_port=c.temporal_http_port,
-            ))
+                http_address=c.address(c.temporal_http_port),
+            ).proc)
             say(f"starting dev issuer on {c.issuer_url} ...")
-            (state / "issuer").mkdir(exist_ok=True)
-            self.processes.append(procs.start_issuer(
-                c.issuer_port, host=c.host, state_dir=state / "issuer",
+            self.processes.append(components.start_issuer(
+                state, address=c.address(c.issuer_port), state_dir=state / "issuer",
                 log_path=logs / "issuer.log",
-            ))
+            ).proc)
             say(f"starting extauthz ({c.transport}) on {c.host}:{c.check_port} ...")
-            authz = c.address(c.check_port)
-            health_url = None
-            extra = {}
-            if c.transport == "http":
-                extra = {"EXTAUTHZ_TRANSPORT": "http",
-                         "EXTAUTHZ_HTTP_LISTEN": f"{c.host}:{c.authz_http_port}"}
-                health_url = f"http://{c.host}:{c.authz_http_port}/healthz"
-            env = procs.extauthz_env(listen=c.address(c.authz_port), issuer_url=c.issuer_url,
-                                     extra=extra)
-            self.processes.append(procs.start_extauthz(
-                env, listen=c.address(c.authz_port), log_path=logs / "extauthz.log",
-                health_url=health_url))
+            authz = components.start_extauthz(
+                state, c.issuer_url, transport=c.transport, listen=c.address(c.authz_port),
+                http_listen=c.address(c.authz_http_port), log_path=logs / "extauthz.log",
+                # as before: in HTTP mode, health is the HTTP /healthz only
+                extra_env={"EXTAUTHZ_HEALTH_LISTEN": ""})
+            self.processes.append(authz.proc)
             say(f"starting Envoy on {c.host}:{c.envoy_port} ...")
-            admin = c.address(c.admin_port)
-            text = envoyconfig.render(
-                listen=c.address(c.envoy_port),
-                internal_listen=c.address(c.internal_port),
-                admin=admin,
-                authz=authz,
-                upstream=c.address(c.temporal_port),
-                transport=c.transport,
-                http_upstream=c.address(c.temporal_http_port),
-            )
-            self.processes.append(procs.start_envoy(
-                text, config_path=state / "envoy.yaml", log_path=logs / "envoy.log",
-                admin=admin))
+            self.processes.append(components.start_envoy(
+                state, authz=authz.address, upstream=c.address(c.temporal_port),
+                transport=c.transport, http_upstream=c.address(c.temporal_http_port),
+                listen=c.address(c.envoy_port), internal_listen=c.address(c.internal_port),
+                admin=c.address(c.admin_port), config_path=state / "envoy.yaml",
+                log_path=logs / "envoy.log",
+            ).proc)
         except BaseException:
             self.stop()
             raise
@@ -284,7 +271,7 @@ def run(config: StackConfig | None = None, *, check: bool = True) -> int:
     try:
         try:
             stack.start(say)
-        except (procs.StartupError, RuntimeError, FileNotFoundError) as exc:
+        except (StartupError, RuntimeError, FileNotFoundError) as exc:
             print(f"stack: could not start: {exc}", file=sys.stderr)
             return 1
         if check:
@@ -310,23 +297,9 @@ def run(config: StackConfig | None = None, *, check: bool = True) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m extauthz.stack``."""
+    """``python -m devkit.stack``."""
     defaults = StackConfig()
-    parser = argparse.ArgumentParser(prog="python -m extauthz.stack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--state-dir", type=Path, default=defaults.state_dir)
-    for name in ("envoy", "temporal", "temporal_http", "internal", "authz", "authz_http", "admin",
-                 "issuer"):
-        parser.add_argument(f"--{name.replace('_', '-')}-port", type=int,
-                            default=getattr(defaults, f"{name}_port"))
-    parser.add_argument("--transport", choices=["grpc", "http"], default=defaults.transport,
-                        help="Envoy's ext_authz protocol (README: Choosing a transport)")
-    parser.add_argument("--namespace", action="append", dest="namespaces",
-                        help="a namespace to create (repeatable; default: default, payroll)")
-    parser.add_argument("--in-memory", action="store_true",
-                        help="do not persist Temporal state in the state dir")
-    parser.add_argument("--no-check", action="store_true", help="skip the start-up self-check")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     namespaces = tuple(dict.fromkeys(["default", *(args.namespaces or defaults.namespaces)]))
     config = StackConfig(
         state_dir=args.state_dir,
@@ -344,6 +317,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     return run(config, check=not args.no_check)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m devkit.stack`` (``./dev stack``)."""
+    defaults = StackConfig()
+    parser = argparse.ArgumentParser(prog="python -m devkit.stack", description=plain(__doc__),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--state-dir", type=Path, default=defaults.state_dir,
+                        help="logs, rendered config, keys and Temporal's database "
+                        f"(default: {defaults.state_dir})")
+    ports = {
+        "envoy": "Envoy's authorized listener (point clients here)",
+        "temporal": "the Temporal frontend (gRPC, no authorization)",
+        "temporal_http": "the Temporal frontend's HTTP API (no authorization)",
+        "internal": "Envoy's cluster-internal listener (no authorization)",
+        "authz": "extauthz's gRPC listen (the Check service with --transport grpc)",
+        "authz_http": "extauthz's HTTP ext_authz listen (with --transport http)",
+        "admin": "Envoy's admin interface",
+        "issuer": "the development OIDC issuer",
+    }
+    for name, what in ports.items():
+        default = getattr(defaults, f"{name}_port")
+        parser.add_argument(f"--{name.replace('_', '-')}-port", type=int, default=default,
+                            metavar="PORT", help=f"{what} (default: {default})")
+    parser.add_argument("--transport", choices=["grpc", "http"], default=defaults.transport,
+                        help="Envoy's ext_authz protocol (README: Choosing a transport)")
+    parser.add_argument("--namespace", action="append", dest="namespaces",
+                        help="a namespace to create (repeatable; default: default, payroll)")
+    parser.add_argument("--in-memory", action="store_true",
+                        help="do not persist Temporal state in the state dir")
+    parser.add_argument("--no-check", action="store_true", help="skip the start-up self-check")
+    return parser
 
 
 if __name__ == "__main__":
