@@ -39,7 +39,7 @@ from typing import Any
 
 from temporalio.api.command.v1 import message_pb2 as command_pb2
 from temporalio.api.common.v1 import message_pb2 as common_pb2
-from temporalio.api.enums.v1 import command_type_pb2
+from temporalio.api.enums.v1 import TaskQueueKind, command_type_pb2
 from temporalio.api.taskqueue.v1 import message_pb2 as taskqueue_pb2
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
@@ -50,6 +50,8 @@ WS = "/temporal.api.workflowservice.v1.WorkflowService/"
 MiB = 1024 * 1024
 MAX_MESSAGE = wire.DEFAULT_MAX_MESSAGE_BYTES  # Envoy's max_request_bytes is this + 5
 NORMAL = "normal StartWorkflowExecution"
+_NORMAL = TaskQueueKind.TASK_QUEUE_KIND_NORMAL
+_STICKY = TaskQueueKind.TASK_QUEUE_KIND_STICKY
 
 
 # -- protobuf wire bytes ------------------------------------------------------------------------
@@ -85,7 +87,7 @@ def sdk_activity_command(i: int) -> command_pb2.Command:
     attrs = command_pb2.ScheduleActivityTaskCommandAttributes(
         activity_id=str(i + 1),
         activity_type=common_pb2.ActivityType(name="charge_customer"),
-        task_queue=taskqueue_pb2.TaskQueue(name="billing-activities", kind=1),
+        task_queue=taskqueue_pb2.TaskQueue(name="billing-activities", kind=_NORMAL),
         input=common_pb2.Payloads(payloads=[_payload(
             b'{"customer_id":"cus_%08d","amount_cents":%d,"currency":"EUR"}' % (i, 100 + i))]),
     )
@@ -106,7 +108,7 @@ def sdk_rwtc(commands: int) -> bytes:
         task_token=b"\x0a\x24" + b"t" * 120, namespace="default", identity="1234@worker-7f9",
         sticky_attributes=taskqueue_pb2.StickyExecutionAttributes(
             worker_task_queue=taskqueue_pb2.TaskQueue(
-                name="worker-7f9-sticky", kind=2, normal_name="billing")),
+                name="worker-7f9-sticky", kind=_STICKY, normal_name="billing")),
         commands=[sdk_activity_command(i) for i in range(commands)])
     return bytes(req.SerializeToString())
 
@@ -116,7 +118,7 @@ def normal_start() -> bytes:
     req = rr.StartWorkflowExecutionRequest(
         namespace="default", workflow_id="order-4711",
         workflow_type=common_pb2.WorkflowType(name="OrderWorkflow"),
-        task_queue=taskqueue_pb2.TaskQueue(name="orders", kind=1),
+        task_queue=taskqueue_pb2.TaskQueue(name="orders", kind=_NORMAL),
         input=common_pb2.Payloads(payloads=[_payload(b'{"order":4711,"items":[1,2,3]}')]),
         identity="1234@client", request_id="5c1b9a3e-6f0e-4b7e-9a57-1f4c9d0e2a11")
     req.workflow_execution_timeout.FromSeconds(86400)

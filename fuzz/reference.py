@@ -41,8 +41,9 @@ class Found:
 
 
 @functools.cache
-def message_class(full_name: str) -> type[Message]:
-    """The generated ``temporalio`` class of a protobuf message name."""
+def message_class(full_name: str) -> Any:
+    """The generated ``temporalio`` class of a protobuf message name (``Any``: its fields are
+    known only at run time)."""
     _ensure_loaded()
     cls: type[Message] = symbol_database.Default().GetSymbol(full_name)
     return cls
@@ -80,16 +81,22 @@ def extract(message: Message) -> Found:
     others: Counter[str] = Counter()
     queues: Counter[str] = Counter()
     _walk(message, True, others, queues)
-    if desc.full_name in methods.QUEUE_TOKEN_REQUESTS and getattr(message, "task_token", b""):
-        token = queue_token_class().FromString(getattr(message, "task_token"))  # noqa: B009
+    if desc.full_name in methods.QUEUE_TOKEN_REQUESTS and (task_token := _task_token(message)):
+        token = queue_token_class().FromString(task_token)
         queues[str(getattr(token, "task_queue"))] += 1  # noqa: B009
     others.pop("", None)
     queues.pop("", None)
     return Found(namespace, namespace_id, others, queues)
 
 
+def _task_token(message: Message) -> bytes:
+    """The request's ``task_token`` bytes (empty when it has none)."""
+    value: Any = getattr(message, "task_token", b"")
+    return bytes(value)
+
+
 @functools.cache
-def queue_token_class() -> type[Message]:
+def queue_token_class() -> Any:
     """The server's QueryTask / NexusTask token shape (``temporal.server.api.token.v1``:
     namespace_id = 1, task_queue = 2, task_id = 3), built here as a protobuf class so the
     oracle decodes tokens with the real parser."""

@@ -31,7 +31,7 @@ from google.protobuf.message import Message
 from support.workflows import GreetingWorkflow, greet
 from temporalio.api.command.v1 import message_pb2 as command_pb2
 from temporalio.api.common.v1 import ActivityType, WorkflowExecution, WorkflowType
-from temporalio.api.enums.v1 import CommandType, EventType
+from temporalio.api.enums.v1 import CommandType, EventType, TaskQueueKind
 from temporalio.api.operatorservice.v1 import request_response_pb2 as orr
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
@@ -43,7 +43,7 @@ from devkit.components import EnvoyInstance, IssuerInstance, TemporalInstance, p
 from extauthz import methods
 from extauthz.model import Scope
 
-STICKY = 2
+STICKY = TaskQueueKind.TASK_QUEUE_KIND_STICKY
 T = timedelta(seconds=10)
 OWN, VICTIM = "billing-a", "payroll-q"
 POLICY = """
@@ -305,7 +305,7 @@ async def test_start_that_terminates_meets_the_destroy_rule(
     billing = (await _client(exact_envoy.target, _billing(issuer))).workflow_service
     queue = f"billing-{uuid.uuid4().hex[:6]}"
 
-    async def start(svc: Any, wf_id: str, **policy: int) -> str:
+    async def start(svc: Any, wf_id: str, **policy: Any) -> str:
         answer = await svc.start_workflow_execution(rr.StartWorkflowExecutionRequest(
             namespace="default", workflow_id=wf_id, workflow_type=WorkflowType(name="W"),
             task_queue=TaskQueue(name=queue), request_id=str(uuid.uuid4()), **policy),
@@ -421,12 +421,11 @@ def _queue_paths() -> list[tuple[str, tuple[str, ...]]]:
     def walk(desc: Descriptor, path: tuple[str, ...], seen: frozenset[str], method: str) -> None:
         for fd in desc.fields:
             here = (*path, fd.name)
-            if fd.type == FieldDescriptor.TYPE_MESSAGE:
-                if fd.message_type.full_name == methods.TASK_QUEUE_MESSAGE:
+            if fd.type == FieldDescriptor.TYPE_MESSAGE and (sub := fd.message_type) is not None:
+                if sub.full_name == methods.TASK_QUEUE_MESSAGE:
                     out.append((method, here))
-                elif (fd.message_type.full_name not in seen
-                      and not fd.message_type.GetOptions().map_entry):
-                    walk(fd.message_type, here, seen | {fd.message_type.full_name}, method)
+                elif sub.full_name not in seen and not sub.GetOptions().map_entry:
+                    walk(sub, here, seen | {sub.full_name}, method)
             elif fd.type == FieldDescriptor.TYPE_STRING and (
                     fd.name in methods.TASK_QUEUE_STRING_FIELDS
                     or (desc.full_name, fd.name) in methods.STICKY_QUEUE_FIELDS):

@@ -268,7 +268,7 @@ def _resuming_check(port: int, ctx: ssl.SSLContext,
                 ctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
             tls.sendall(CHECK)
             head = tls.recv(65536)
-            return int(head.split(b" ", 2)[1]), tls.session, tls.session_reused
+            return int(head.split(b" ", 2)[1]), tls.session, bool(tls.session_reused)
     except (ssl.SSLError, OSError, IndexError, ValueError):
         return None, None, False
 

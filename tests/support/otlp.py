@@ -102,7 +102,7 @@ class OtlpReceiver:
             self._server.server_close()
 
     def spans(self) -> list[Received]:
-        out = []
+        out: list[Received] = []
         with self._lock:
             requests = list(self.requests)
         for _, _, message in requests:

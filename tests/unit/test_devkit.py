@@ -4,6 +4,7 @@ role check and help texts (no processes started, no network beyond binding loopb
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
 import pytest
 
@@ -75,10 +76,12 @@ def test_help_texts_have_no_rst_literals(capsys: pytest.CaptureFixture[str]) -> 
     from devkit import stack
     from extauthz import cli as shipped
 
-    for run in (lambda: shipped.main(["--help"]), lambda: cli.main(["token", "--help"]),
-                lambda: cli.main(["--help"]), lambda: stack.main(["--help"])):
+    mains: list[tuple[Callable[[list[str]], object], list[str]]] = [
+        (shipped.main, ["--help"]), (cli.main, ["token", "--help"]), (cli.main, ["--help"]),
+        (stack.main, ["--help"])]
+    for main, argv in mains:
         with pytest.raises(SystemExit):
-            run()
+            main(argv)
         assert "``" not in capsys.readouterr().out
     assert plain("run ``x``") == "run x"
 

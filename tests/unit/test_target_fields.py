@@ -62,8 +62,9 @@ def _paths(desc: Descriptor, path: tuple[FieldDescriptor, ...], seen: frozenset[
         here = (*path, fd)
         if skew.names_a_target(fd, desc):
             yield here
-        elif fd.type == FieldDescriptor.TYPE_MESSAGE and fd.message_type.full_name not in seen:
-            yield from _paths(fd.message_type, here, seen | {fd.message_type.full_name})
+        elif (fd.type == FieldDescriptor.TYPE_MESSAGE and (sub := fd.message_type) is not None
+              and sub.full_name not in seen):
+            yield from _paths(sub, here, seen | {sub.full_name})
 
 
 def _planned(entry: methods.MethodEntry, path: tuple[FieldDescriptor, ...]) -> Extract | None:

@@ -3,6 +3,8 @@ Nexus endpoint targets and the `validate` warnings for queue-restricted bindings
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from rules_helpers import decide, engine, policy
 
@@ -43,7 +45,7 @@ def test_deny_rule_applies_to_a_namespace_named_by_id() -> None:
 def test_deny_rule_applies_to_a_nexus_endpoint_targeting_its_namespace() -> None:
     """A cluster-scoped Nexus endpoint whose target is payroll meets payroll's deny rule."""
     e = engine(PROTECTED)
-    spec = {"spec": {"name": "e", "target": {"worker": {"namespace": "payroll",
+    spec: dict[str, Any] = {"spec": {"name": "e", "target": {"worker": {"namespace": "payroll",
                                                          "taskQueue": "q"}}}}
     d = decide(e, ADMIN, "OperatorService/CreateNexusEndpoint", spec)
     assert (d.allowed, d.rule) == (False, "keep-payroll")
@@ -244,10 +246,11 @@ def test_nexus_endpoint_named_by_id_meets_the_namespace_deny_rule(method: str) -
     """A Nexus endpoint named by id may target payroll (the request does not show it): the
     call meets the rule protecting payroll, like a namespace named by id."""
     e = engine(PROTECTED.replace("CreateNexusEndpoint]", f"CreateNexusEndpoint, {method}]"))
-    req = {"id": "endpoint-uuid", "version": "1"} if method != "GetNexusEndpoint" else {
-        "id": "endpoint-uuid"}
+    req: dict[str, Any] = {"id": "endpoint-uuid"}
+    if method != "GetNexusEndpoint":
+        req["version"] = "1"
     if method == "UpdateNexusEndpoint":
-        req["spec"] = {"name": "e", "target": {"worker": {"namespace": "other",  # type: ignore[dict-item]
+        req["spec"] = {"name": "e", "target": {"worker": {"namespace": "other",
                                                           "taskQueue": "q"}}}
     d = decide(e, ADMIN, f"OperatorService/{method}", req)
     assert (d.allowed, d.rule) == (False, "keep-payroll"), d.message
