@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import signal
 import sys
 import threading
@@ -145,14 +144,38 @@ def self_check(config: StackConfig) -> list[str]:
     return problems
 
 
-def banner(config: StackConfig) -> str:
-    """What runs where, and copy-paste examples."""
-    temporal = shlex.quote(_tool("temporal"))
-    h = config.host
-    # `./dev token` finds the issuer by itself when it is at its default address
+def tour(config: StackConfig) -> str:
+    """The README's five-minute tour, for this stack's addresses: every step shows something
+    (a write token starts a workflow first, so the allowed list has a row)."""
     token = "./dev token"
     if config.issuer_url != tokens.default_url():
         token += f" --issuer {config.issuer_url}"
+    address = ""
+    if (config.host, config.envoy_port) != ("127.0.0.1", 7233):
+        address = f" --address {config.host}:{config.envoy_port}"
+    return f"""source .venv/bin/activate
+export TEMPORAL_TLS=false
+WRITER=$({token} --sub alice --permissions default:write)   # dev issuer: development only
+READER=$({token} --sub bob --permissions default:read)
+
+# allowed: alice may write in default, so she starts a workflow (no worker runs it)
+temporal workflow start{address} --namespace default --api-key "$WRITER" \\
+  --task-queue hello --type Hello --workflow-id hello-1
+# allowed: bob may read default, so he sees it
+temporal workflow list{address} --namespace default --api-key "$READER"
+# PERMISSION_DENIED: bob may only read
+temporal workflow terminate{address} --namespace default --api-key "$READER" --workflow-id hello-1
+# PERMISSION_DENIED: bob has no role in payroll
+temporal workflow list{address} --namespace payroll --api-key "$READER"
+# UNAUTHENTICATED: no token
+temporal workflow list{address} --namespace default
+"""
+
+
+def banner(config: StackConfig) -> str:
+    """What runs where, and the tour to copy into a second shell (from the repository root)."""
+    h = config.host
+    steps = "\n".join(f"  {line}" if line else "" for line in tour(config).splitlines())
     return f"""
 temporal-extauthz local stack is up (development only).
 
@@ -166,26 +189,14 @@ temporal-extauthz local stack is up (development only).
   namespaces            {", ".join(config.namespaces)}
   logs and state        {config.state_dir}/
 
-Allowed (alice may read default):
-  {temporal} workflow list --namespace default --tls=false \\
-    --api-key "$({token} --sub alice --permissions default:read)"
+The README's tour, in a second shell from the repository root (the CLI turns TLS on with an
+API key unless TEMPORAL_TLS=false; this loopback stack speaks plain h2c):
 
-Denied with PermissionDenied (alice may not read payroll):
-  {temporal} workflow list --namespace payroll --tls=false \\
-    --api-key "$({token} --sub alice --permissions default:read)"
-
-Denied with Unauthenticated (no token):
-  {temporal} operator namespace describe --namespace default
+{steps}
 
 Temporal's HTTP API through Envoy (same policy):
-  curl -s http://{h}:{config.envoy_port}/api/v1/namespaces/default \
-    -H "authorization: Bearer $({token} --sub alice --permissions default:read)"
-
-A worker's token (write on payroll):
-  {token} --sub payroll-worker --permissions payroll:write
-
-`--tls=false` (or `export TEMPORAL_TLS=false`) is needed because the CLI turns TLS on whenever
-an API key is given, and this loopback stack speaks plain h2c.
+  curl -s http://{h}:{config.envoy_port}/api/v1/namespaces/default \\
+    -H "authorization: Bearer $READER"
 
 Ctrl-C stops everything.
 """

@@ -3,6 +3,7 @@ its examples and stops every component cleanly on Ctrl-C."""
 
 from __future__ import annotations
 
+import shlex
 import signal
 import socket
 import subprocess
@@ -10,8 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+from devkit import stack
 from devkit.ports import LOOPBACK, free_ports, port_open
 from devkit.procs import devkit_env
+
+REPO = Path(__file__).resolve().parents[2]
 
 READY = "Ctrl-C stops everything."
 
@@ -59,6 +63,7 @@ def test_stack_runs_checks_itself_and_stops_cleanly(tmp_path: Path, transport: s
         assert f"extauthz ({transport})" in text
         assert (tmp_path / "state" / "stack.json").is_file()
         assert (tmp_path / "state" / "envoy.yaml").is_file()
+        _run_the_tour(_config(tmp_path / "state", ports, transport))
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
         for port in ports.values():
@@ -67,6 +72,60 @@ def test_stack_runs_checks_itself_and_stops_cleanly(tmp_path: Path, transport: s
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _config(state: Path, ports: dict[str, int], transport: str) -> stack.StackConfig:
+    return stack.StackConfig(
+        state_dir=state, transport=transport, envoy_port=ports["envoy"],
+        temporal_port=ports["temporal"], temporal_http_port=ports["temporal-http"],
+        internal_port=ports["internal"], authz_port=ports["authz"],
+        authz_http_port=ports["authz-http"], admin_port=ports["admin"],
+        issuer_port=ports["issuer"])
+
+
+def _run_the_tour(config: stack.StackConfig) -> None:
+    """Run the README's tour, as the banner prints it for this stack, from the repository root:
+    each `temporal` step's outcome is the one its comment promises."""
+    script = tour_script(stack.tour(config))
+    result = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True,
+                            timeout=180, check=False)
+    steps = result.stdout.split("### step ")[1:]
+    assert len(steps) == 5, result.stdout + result.stderr
+    expected = ("allowed", "allowed", "PERMISSION_DENIED", "PERMISSION_DENIED",
+                "UNAUTHENTICATED")
+    for step, want in zip(steps, expected, strict=True):
+        comment, _, rest = step.partition("\n")
+        output, _, code = rest.rpartition("### rc=")
+        assert comment.startswith(f"# {want}"), step
+        if want == "allowed":
+            assert code.strip() == "0", step
+        else:
+            assert code.strip() != "0", step
+            # the CLI prints the denial's message: it starts with the reason code
+            marker = "permission_denied: " if want == "PERMISSION_DENIED" else "missing_token: "
+            assert marker in output, step
+    assert "hello-1" in steps[1], steps[1]
+
+
+def tour_script(tour: str) -> str:
+    """The tour as a bash script that marks each `temporal` step with its comment and exit code."""
+    lines: list[str] = []
+    comment = ""
+    command = ""
+    for line in tour.splitlines():
+        if line.startswith("# "):
+            comment = line
+            continue
+        command += line.removesuffix("\\") + (" " if line.endswith("\\") else "")
+        if line.endswith("\\"):
+            continue
+        if command.startswith("temporal "):
+            lines += [f"echo {shlex.quote('### step ' + comment)}", f"{command} 2>&1",
+                      'echo "### rc=$?"']
+        elif command:
+            lines.append(command)
+        command = ""
+    return "\n".join(lines)
 
 
 def test_stack_refuses_a_taken_port(tmp_path: Path) -> None:

@@ -78,7 +78,3 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             summary = data.get("summary", data)
             terminalreporter.write_line(f"{path.stem}: {json.dumps(summary, sort_keys=True)}")
 
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Register the marker the fault tests use to shape their private stack."""
-    config.addinivalue_line("markers", "rig(**options): how test_faults builds its stack")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +94,12 @@ def test_stack_flags_all_have_help() -> None:
     actions = [a for a in stack.parser()._actions if a.option_strings]
     assert len(actions) >= 13
     assert [a.option_strings for a in actions if not a.help] == []
+
+
+def test_the_readme_tour_is_the_one_the_stack_prints() -> None:
+    """The README's five-minute tour is, line for line, what `./dev stack` prints for its
+    default addresses (one set of examples, not two)."""
+    from devkit import stack
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert stack.tour(stack.StackConfig()) in readme
