@@ -348,10 +348,9 @@ def _render_server(s: dict[str, Any]) -> list[str]:
         load = t["load"]
         lines.append(f"[{name}] h2load {load['protocol']}, {load['connections']} connections × "
                      f"{load['in_flight_per_connection']} in flight")
-        for row in t["rows"]:
-            lines.append(f"  {row['label']:<28}{_ms(row['checks_per_s']):>16}"
-                         f"{_ms(row['cpu_us_per_check']):>18}"
-                         f"{_f(row['server_cpu_util']['median'], '.2f'):>10}")
+        lines.extend(f"  {row['label']:<28}{_ms(row['checks_per_s']):>16}"
+                     f"{_ms(row['cpu_us_per_check']):>18}"
+                     f"{_f(row['server_cpu_util']['median'], '.2f'):>10}" for row in t["rows"])
         r = t["ratios"]
         lines.append(f"  CPU/check extauthz ÷ bare: "
                      f"{_f(r['cpu_per_check_extauthz_over_baseline'], '.3f')}"

@@ -96,7 +96,8 @@ def envoy_config(variant: str, transport: Transport | None, *, listen: Address, 
                  jwks: dict[str, Any]) -> dict[str, Any]:
     """The canonical config for ``variant`` (a kind), by structured edits only."""
     if variant in PER_TRANSPORT:
-        assert authz is not None and transport is not None
+        assert authz is not None
+        assert transport is not None
         return transport.envoy(listen=listen, admin=admin, upstream=upstream, authz=authz)
     config = envoyconfig.edit(envoyconfig.load(), listen=listen, admin=admin, upstream=upstream,
                               drop_internal=True)

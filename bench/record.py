@@ -54,7 +54,7 @@ class _Recorder(grpc.GenericRpcHandler):  # type: ignore[misc]
         if details.method != CHECK_PATH:
             return None
 
-        def check(raw: bytes, context: grpc.ServicerContext) -> bytes:
+        def check(raw: bytes, _context: grpc.ServicerContext) -> bytes:
             with self.lock:
                 self.seen.append(raw)
             denied = external_auth_pb2.CheckResponse(

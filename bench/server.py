@@ -196,7 +196,7 @@ def run(transports: Sequence[Transport], workdir: Path, issuer_url: str, token: 
     by_transport: dict[str, Any] = {}
     for t in transports:
         mine = [s for s in slots if s.transport is t]
-        by_transport[t.name] = _summarize(t, mine, samples, scaling)
+        by_transport[t.name] = _summarize(mine, samples, scaling)
     out: dict[str, Any] = {
         "pinning": pinning, "seconds_per_run": seconds, "repeats": repeats,
         "transports": [t.name for t in transports], "by_transport": by_transport,
@@ -206,7 +206,7 @@ def run(transports: Sequence[Transport], workdir: Path, issuer_url: str, token: 
     return out
 
 
-def _summarize(transport: Transport, slots: list[_Slot],
+def _summarize(slots: list[_Slot],
                samples: dict[str, list[dict[str, float]]], scaling: bool) -> dict[str, Any]:
     """Rows and ratios of one transport."""
     rows: list[dict[str, Any]] = []

@@ -361,11 +361,11 @@ def table(rows: list[dict[str, Any]]) -> str:
     """The human-readable table."""
     lines = [f"{'case':<34}{'body KiB':>9}  {'scan':<26}{'target ms':>10}{'check ms':>9}"
              f"{'anon µs':>8}{'RSS MiB':>8}{'heap MiB':>9}{'x normal':>10}"]
-    for r in rows:
-        lines.append(
-            f"{r['case']:<34}{r['body_bytes'] / 1024:>9.1f}  {r['scan'][:26]:<26}"
-            f"{r['target_ms']:>10.3f}{r['check_ms']:>9.3f}{r['anon_us']:>8.1f}"
-            f"{r['rss_delta_mib']:>8.1f}{r['heap_peak_mib']:>9.2f}{r['ratio']:>10.0f}")
+    lines.extend(
+        f"{r['case']:<34}{r['body_bytes'] / 1024:>9.1f}  {r['scan'][:26]:<26}"
+        f"{r['target_ms']:>10.3f}{r['check_ms']:>9.3f}{r['anon_us']:>8.1f}"
+        f"{r['rss_delta_mib']:>8.1f}{r['heap_peak_mib']:>9.2f}{r['ratio']:>10.0f}"
+        for r in rows)
     worst = [r for r in rows if r["worst"]]
     if worst:
         top = max(worst, key=lambda r: r["target_ms"])

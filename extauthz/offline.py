@@ -6,8 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from google.protobuf import json_format, message_factory
-from google.protobuf.descriptor_pool import Default as default_pool
+from google.protobuf import descriptor_pool, json_format, message_factory
 
 from extauthz import config, methods
 from extauthz.auth.types import AuthError, IssuerConfig, VerifiedToken
@@ -28,7 +27,7 @@ class StaticClaims:
         self._issuer = match[0] if match else (issuers[0] if issuers else IssuerConfig(
             issuer=str(iss or "")))
 
-    async def verify(self, token: str) -> VerifiedToken:
+    async def verify(self, _token: str) -> VerifiedToken:
         """Return the claims as if verified."""
         exp = self._claims.get("exp")
         return VerifiedToken(self._issuer, self._claims,
@@ -42,7 +41,8 @@ def encode_request(entry: methods.MethodEntry | None, request: Mapping[str, Any]
             raise ValueError("--request is only understood for WorkflowService and "
                              "OperatorService methods")
         return b"\x00\x00\x00\x00\x00"
-    cls = message_factory.GetMessageClass(default_pool().FindMessageTypeByName(entry.request_type))
+    pool = descriptor_pool.Default()
+    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName(entry.request_type))
     try:
         msg = json_format.ParseDict(dict(request), cls())
     except json_format.ParseError as exc:

@@ -276,7 +276,7 @@ def check(which: int, request: external_auth_pb2.CheckRequest) -> external_auth_
     return response
 
 
-def _decoded_target(entry: methods.MethodEntry, body: bytes, encoding: str | None
+def _decoded_target(entry: methods.MethodEntry, body: bytes, _encoding: str | None
                     ) -> Target | None:
     """The target read by fully decoding the body (None: protobuf itself cannot parse it)."""
     if len(body) < 5 or int.from_bytes(body[1:5], "big") != len(body) - 5:

@@ -81,7 +81,7 @@ def _interesting(full_name: str, stack: tuple[str, ...]) -> frozenset[str]:
     return frozenset(out)
 
 
-def _value(draw: st.DrawFn, fd: Any, depth: int, wanted: bool) -> Any:
+def _value(draw: st.DrawFn, fd: Any, _depth: int, _wanted: bool) -> Any:
     if fd.type == FieldDescriptor.TYPE_ENUM:
         numbers = [v.number for v in fd.enum_type.values]
         return draw(st.sampled_from(numbers))

@@ -69,7 +69,7 @@ def check_url(url: str, issuer: IssuerConfig, *, allow_file: bool) -> None:
 
 def discovery_url(issuer: str) -> str:
     """``<issuer>/.well-known/openid-configuration`` (one trailing slash stripped)."""
-    base = issuer[:-1] if issuer.endswith("/") else issuer
+    base = issuer.removesuffix("/")
     return base + "/.well-known/openid-configuration"
 
 

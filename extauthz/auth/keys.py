@@ -191,7 +191,7 @@ def _algorithms_for(jwk: Mapping[str, Any], allowed: frozenset[str]) -> frozense
             return "alg_kty_mismatch"
         candidates = frozenset({alg})
     usable = candidates & allowed
-    return usable if usable else "alg_not_allowed"
+    return usable or "alg_not_allowed"
 
 
 def _strength_problem(key: Any, min_rsa_bits: int) -> str:

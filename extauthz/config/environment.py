@@ -60,7 +60,7 @@ class Kind:
     parse: Callable[[str, str], object]  # (variable, stripped text) → value
 
 
-def _text(var: str, value: str) -> object:
+def _text(_var: str, value: str) -> object:
     return value
 
 
@@ -70,7 +70,7 @@ def _host_port(var: str, value: str) -> object:
     return value
 
 
-def _listen_or_off(var: str, value: str) -> object:
+def _listen_or_off(_var: str, value: str) -> object:
     return "" if value.lower() == "off" else value
 
 
@@ -107,7 +107,7 @@ def _headers(var: str, value: str) -> object:
     return pairs
 
 
-def _list(var: str, value: str) -> object:
+def _list(_var: str, value: str) -> object:
     return [a.strip() for a in value.split(",") if a.strip()]
 
 

@@ -143,8 +143,7 @@ def all_bindings() -> list[Binding]:
     bindings: list[Binding] = []
     for service, md in _method_descriptors():
         entry = table[f"/{service}/{md.name}"]
-        for rule in _http_rules(md):
-            bindings.append(_binding(rule, entry, md.input_type))
+        bindings.extend(_binding(rule, entry, md.input_type) for rule in _http_rules(md))
     return bindings
 
 

@@ -160,7 +160,7 @@ class Metrics:
             self.in_flight.set_function(lambda: self._in_flight)
         self.denied_subjects = Counter(
             "extauthz_denied_subjects",
-            "Denied checks by subject (capped; later subjects count as subject=\"other\").",
+            'Denied checks by subject (capped; later subjects count as subject="other").',
             ["subject"], registry=r)
         self.token_cache_hits = Counter(
             "extauthz_token_cache_hits", "Token verifications served from the cache.",

@@ -124,8 +124,8 @@ class Engine:
         # TerminateWorkflowExecution too (file order kept)
         terminate = deny_index.get(methods.TERMINATE_PATH, [])
         self._deny_terminating = {
-            path: Slot.of(sorted({rid: r for rid, r in [*deny_index.get(path, []), *terminate]
-                                  }.items(), key=rule_id), self._gated)
+            path: Slot.of(sorted(dict([*deny_index.get(path, []), *terminate]
+                                 ).items(), key=rule_id), self._gated)
             for path in methods.terminating_methods() if terminate
         }
         self._ns_index = {k: Slot.of(v, self._gated) for k, v in ns_index.items()}

@@ -31,7 +31,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self._observer: Observer = observer or NullObserver()
 
     async def Check(
-        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext
+        self, request: external_auth_pb2.CheckRequest, _context: grpc.aio.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         """Decide one request; never raises (a failure is a denial)."""
         started = time.perf_counter()

@@ -179,7 +179,7 @@ class Supervisor:
         def on_signal(signum: int, _frame: FrameType | None) -> None:
             stop_signal.append(signum)
 
-        def on_hangup(signum: int, _frame: FrameType | None) -> None:
+        def on_hangup(_signum: int, _frame: FrameType | None) -> None:
             self.signal_all(signal.SIGHUP)  # each worker reloads its policy
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}

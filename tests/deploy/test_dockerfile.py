@@ -14,7 +14,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -212,7 +211,7 @@ def _translate(run: str, context: Path, venv: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The build stage's RUN steps, in order, in a fresh venv from a .dockerignore context."""
     work = tmp_path_factory.mktemp("docker")
     context, venv = work / "src", work / "venv"
@@ -221,8 +220,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
     for instruction, value in _stage("build").instructions:
         if instruction == "ENV":
-            for key, val in (kv.split("=", 1) for kv in shlex.split(value)):
-                env[key] = val
+            env.update(kv.partition("=")[::2] for kv in shlex.split(value))
     runs = _stage("build").args("RUN")
     assert runs
     for run in runs:
@@ -230,7 +228,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         result = subprocess.run(command, cwd=context, env=env, capture_output=True, text=True,
                                 timeout=240, check=False)
         assert result.returncode == 0, f"RUN {run}\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
-    yield venv
+    return venv
 
 
 def test_pinned_set_installs_and_version_runs(installed: Path) -> None:

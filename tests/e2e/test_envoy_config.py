@@ -101,9 +101,8 @@ def test_render_changes_only_addresses(repo_root: Path, transport: str) -> None:
         assert endpoint == {"address": host, "port_value": port}
 
     def strip(config: dict[str, Any]) -> dict[str, Any]:
-        config = envoyconfig.edit(config, listen=("x", 1), internal_listen=("x", 1),
+        return envoyconfig.edit(config, listen=("x", 1), internal_listen=("x", 1),
                                   admin=("x", 1), authz=("x", 1), upstream=("x", 1))
-        return config
 
     assert strip(rendered) == strip(original)
 

@@ -159,7 +159,8 @@ async def test_rotation_under_load_has_zero_failed_calls_then_the_old_key_is_ref
             return calls
 
         async def rotate_midway() -> None:
-            while kids_used.get(old_kid, 0) < per_key and time.monotonic() < deadline:
+            # poll a counter the callers feed, bounded by the deadline
+            while kids_used.get(old_kid, 0) < per_key and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             dev.rotate()
             rotated.set()

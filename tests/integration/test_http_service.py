@@ -383,7 +383,7 @@ async def test_drain_closes_idle_finishes_in_flight_and_refuses_new(
     assert (status, headers["connection"]) == (200, "close")
     await drained
     assert time.monotonic() - started < 2
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):
         await connect(srv)
     idle_writer.close()
     busy_writer.close()

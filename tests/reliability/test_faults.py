@@ -244,7 +244,7 @@ def test_authz_killed_during_load_fails_closed_and_recovers(rig: Rig, transport:
     outcomes = load.stop()
     figures = check_fail_closed(rig, outcomes)
     outage = tally(outcomes, killed + 0.2, restarting)
-    assert outage and set(code for _k, code in outage) == {"UNAVAILABLE"}, outage
+    assert outage and {code for _k, code in outage} == {"UNAVAILABLE"}, outage
     assert tally(outcomes, restarted + recovery + 0.5)[("authorized", "OK")] > 0
     figures.update(outage_calls=sum(outage.values()), restart_seconds=round(
         restarted - restarting, 2), recovery_seconds=round(recovery, 2))
@@ -268,7 +268,7 @@ def test_authz_stalled_past_envoy_timeout_is_unavailable(rig: Rig, transport: st
     outcomes = load.stop()
     figures = check_fail_closed(rig, outcomes)
     stalled = tally(outcomes, stopped + 0.1, resumed - 0.7)
-    assert stalled and set(code for _k, code in stalled) == {"UNAVAILABLE"}, stalled
+    assert stalled and {code for _k, code in stalled} == {"UNAVAILABLE"}, stalled
     slowest = max((o.ended - o.started for o in outcomes
                    if stopped + 0.1 <= o.started < resumed - 0.7), default=0.0)
     assert slowest < 0.5 + 1.0, "Envoy's ext_authz timeout did not bound the stall"

@@ -46,10 +46,8 @@ BINDINGS = _all_bindings()
 def _example_path(template: str) -> str:
     """The template with every variable replaced by a distinct value."""
     counter = itertools.count()
-    parts = []
-    for part in template.split("/"):
-        parts.append(f"v{next(counter)}" if part.startswith("{") else part)
-    return "/".join(parts)
+    return "/".join(f"v{next(counter)}" if part.startswith("{") else part
+                    for part in template.split("/"))
 
 
 def _match(verb: str, path: str) -> Route:
@@ -257,16 +255,16 @@ def test_empty_body_is_an_empty_message() -> None:
     b'{"taskQueue":{"name":"a"},"task_queue":{"name":"b"}}',
     b'{"taskQueue":{"name":"a","name":"b"}}',
     b'{"taskQueue":{"name":"a"}} {"x":1}',
-    b'[1]',
+    b"[1]",
     b'"x"',
     b'{"taskQueue":"q"}',
     b'{"taskQueue":{"name":5}}',
     b'{"taskQueue":{"name":"q","kind":"sticky"}}',
     b'{"namespace":"a"',
-    b'\xef\xbb\xbf{}',
+    b"\xef\xbb\xbf{}",
     b'{"namespace":"\xff"}',
     b'{"namespace":"\\ud800"}',
-    b'[' * 100_000,
+    b"[" * 100_000,
 ])
 def test_malformed_bodies_are_refused(body: bytes) -> None:
     """Duplicate fields (either spelling), trailing values, wrong types, bad enums, broken or

@@ -129,6 +129,6 @@ def test_denial_of_a_huge_namespace_clips_the_echoed_value() -> None:
                     Scope.NAMESPACE, Access.WRITE, 1)
     d = authorize(Principal("bob"), Target(method, namespace=huge))
     assert not d.allowed and d.target is not None and d.target.namespace == huge
-    assert len(d.message) < 2000 and d.message.endswith("\\u2026\"")  # … escaped
+    assert len(d.message) < 2000 and d.message.endswith('\\u2026"')  # … escaped
     shown = _shown((huge, "q"))
     assert len(shown[0]) == 257 and shown[1] == "q"

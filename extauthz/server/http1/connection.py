@@ -76,7 +76,7 @@ class Connection(asyncio.Protocol):
             early, self._early = b"".join(self._early), []
             self.data_received(early)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def connection_lost(self, _exc: Exception | None) -> None:
         self.closing = True
         self.queue.clear()
         self.server.forget(self)

@@ -54,11 +54,8 @@ class Served:
         self.proc, self.target, self.metrics_port, self.log = proc, target, metrics_port, log
 
     def lines(self) -> list[dict[str, object]]:
-        out = []
-        for line in self.log.read_text().splitlines():
-            if line.startswith("{"):
-                out.append(json.loads(line))
-        return out
+        return [json.loads(line) for line in self.log.read_text().splitlines()
+                if line.startswith("{")]
 
 
 @pytest.fixture(scope="module")

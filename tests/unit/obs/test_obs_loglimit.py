@@ -71,5 +71,5 @@ def test_zero_interval_logs_everything() -> None:
 @pytest.mark.parametrize(("interval", "max_keys"), [(-1.0, 10), (1.0, 0)])
 def test_bad_arguments_are_refused(interval: float, max_keys: int) -> None:
     """A negative interval or no room for keys is a programming error."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be"):
         LogLimiter(interval, max_keys=max_keys)

@@ -40,8 +40,7 @@ DESCRIBE = method(WS + "DescribeNamespace")
 
 
 def value(metrics: m.Metrics, name: str, **labels: str) -> float | None:
-    v = metrics.registry.get_sample_value(name, labels)
-    return v
+    return metrics.registry.get_sample_value(name, labels)
 
 
 def allow(ns: str = "default", meth: Any = START, sub: str = "alice") -> Decision:

@@ -163,7 +163,7 @@ def _documented_members() -> dict[str, list[str]]:
     section = text.split("<!-- category-members:begin -->", 1)[1]
     section = section.split("<!-- category-members:end -->", 1)[0]
     out: dict[str, list[str]] = {}
-    for block in re.split(r"^#### ", section, flags=re.M)[1:]:
+    for block in re.split(r"^#### ", section, flags=re.MULTILINE)[1:]:
         heading, _, body = block.partition("\n")
         name = heading.strip().strip("`")
         members = body.strip().split("\n\n", 1)[0]  # the first paragraph; notes follow
