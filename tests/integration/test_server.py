@@ -34,14 +34,17 @@ def check_request(path: str, body: bytes, token: str | None) -> external_auth_pb
     return req
 
 
-def start_server(tmp: Path, issuer_url: str, *extra_env: tuple[str, str]) -> tuple[
-        ManagedProcess, str]:
+def start_server(tmp: Path, issuer_url: str, *extra_env: tuple[str, str],
+                 config: Path | None = None) -> tuple[ManagedProcess, str]:
     port = free_port()
     env = {**os.environ, "EXTAUTHZ_LISTEN": f"127.0.0.1:{port}",
            "TEMPORAL_AUTH_PROVIDER_URL": issuer_url, "TEMPORAL_AUTH_CLIENT_ID": "temporal",
            "EXTAUTHZ_ALLOW_INSECURE_ISSUER": "1", "EXTAUTHZ_WORKERS": "1", **dict(extra_env)}
-    proc = ManagedProcess("extauthz", [sys.executable, "-m", "extauthz", "serve"],
-                          log_path=tmp / f"extauthz-{port}.log", env=env).start()
+    argv = [sys.executable, "-m", "extauthz", "serve"]
+    if config is not None:
+        argv += ["--config", str(config)]
+    proc = ManagedProcess("extauthz", argv, log_path=tmp / f"extauthz-{port}.log",
+                          env=env).start()
     return proc, f"127.0.0.1:{port}"
 
 
@@ -61,7 +64,12 @@ def test_health_is_not_serving_until_keys_load_then_serving(tmp_path: Path) -> N
     """Health reports NOT_SERVING while the issuer is unreachable, SERVING once keys load."""
     port = free_port()
     dev = DevIssuer(port=port)
-    proc, target = start_server(tmp_path, f"http://127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}"
+    # retry the failed fetch after 1 s, not the default 30 s (the behaviour is the same)
+    config = tmp_path / "extauthz.yaml"
+    config.write_text(f"issuers:\n  - issuer: {url}\n    audiences: [temporal]\n"
+                      "    allow_insecure_http: true\n    min_refresh_interval_seconds: 1\n")
+    proc, target = start_server(tmp_path, url, config=config)
     try:
         wait_health(proc, target, NOT_SERVING)
         time.sleep(1.0)
