@@ -10,10 +10,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from envoy.service.auth.v3 import external_auth_pb2_grpc
+from support.checks import check_request
 from support_auth import refused, running
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
+from devkit.components import start_extauthz
 from devkit.issuer import DevIssuer
 from extauthz import methods
 from extauthz.config import load
@@ -145,3 +149,29 @@ def test_a_bad_env_ca_file_names_the_variable(tmp_path: Path) -> None:
                         "EXTAUTHZ_ISSUER_CA_FILE": str(tmp_path / "absent.pem")})
     assert "EXTAUTHZ_ISSUER_CA_FILE" in str(info.value)
     assert "absent.pem" in str(info.value)
+
+
+def test_serve_process_trusts_the_issuer_through_the_env_ca_file(
+        tls_issuer: DevIssuer, private_ca: CA, tmp_path: Path) -> None:
+    """`extauthz serve` (a real process) with EXTAUTHZ_ISSUER_CA_FILE loads the HTTPS issuer's
+    keys (health SERVING) and allows a Check carrying its token; a token it never issued is
+    refused."""
+    (tmp_path / "ca.pem").write_bytes(private_ca.pem)
+    authz = start_extauthz(tmp_path, tls_issuer.url, name="extauthz-ca-file",
+                           extra_env={"EXTAUTHZ_ISSUER_CA_FILE": str(tmp_path / "ca.pem"),
+                                      "EXTAUTHZ_WORKERS": "1"})
+    try:
+        token = tls_issuer.mint({"sub": "alice", "permissions": ["default:read"]})
+        body = listing(token).body
+        with grpc.insecure_channel(authz.target) as channel:
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            allowed = stub.Check(check_request(LIST, body, {"authorization": f"Bearer {token}"}),
+                                 timeout=10)
+            forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+            refused_ = stub.Check(check_request(LIST, body,
+                                                {"authorization": f"Bearer {forged}"}),
+                                  timeout=10)
+    finally:
+        authz.proc.stop()
+    assert allowed.status.code == 0, allowed
+    assert refused_.status.code != 0
