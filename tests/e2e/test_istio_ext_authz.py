@@ -11,6 +11,7 @@ import contextlib
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ import yaml
 from temporalio.api.common.v1 import message_pb2 as common
 from temporalio.api.taskqueue.v1 import message_pb2 as tq
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from devkit.components import (
     EnvoyInstance,
@@ -141,6 +144,27 @@ def test_allowed_call_reaches_temporal(stack: IstioStack, issuer: IssuerInstance
     assert stack.counter("ext_authz.ok") == before + 1
     # the shadow RBAC matched the policy's port: that is what enabled ext_authz
     assert stack.counter(SHADOW_MATCHED) >= 1
+
+
+async def test_temporal_sdk_client_through_istio_filters(stack: IstioStack,
+                                                         issuer: IssuerInstance) -> None:
+    """The Temporal SDK (its bearer token as RPC metadata, plaintext as the sidecar hop is)
+    lists workflows through them; without a role it gets PERMISSION_DENIED with the reason."""
+    reader = issuer.mint(sub="alice", permissions=["default:read"])
+    client = await Client.connect(stack.envoy.target, namespace="default", tls=False,
+                                  rpc_metadata={"authorization": f"Bearer {reader}"})
+    await client.workflow_service.list_workflow_executions(
+        rr.ListWorkflowExecutionsRequest(namespace="default"), retry=False,
+        timeout=timedelta(seconds=10))
+    eve = issuer.mint(sub="eve", permissions=["x:read"])
+    stranger = await Client.connect(stack.envoy.target, namespace="default", tls=False,
+                                    rpc_metadata={"authorization": f"Bearer {eve}"})
+    with pytest.raises(RPCError) as info:
+        await stranger.workflow_service.list_workflow_executions(
+            rr.ListWorkflowExecutionsRequest(namespace="default"), retry=False,
+            timeout=timedelta(seconds=10))
+    assert info.value.status == RPCStatusCode.PERMISSION_DENIED
+    assert info.value.message.startswith('permission_denied: subject "eve"')
 
 
 def test_denied_calls_carry_the_reason(stack: IstioStack, issuer: IssuerInstance) -> None:
