@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -201,10 +202,13 @@ def _dex_client_subject(claims: Mapping[str, Any]) -> bool:
     return decoded is not None and decoded == (client, "")
 
 
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def dex_subject(sub: str) -> tuple[str, str] | None:
     """Dex's ``sub`` decoded to (user id, connector id), or None if it is not one."""
-    if len(sub) > 1024:
-        return None
+    if len(sub) > 1024 or not _BASE64URL.fullmatch(sub):
+        return None  # strictly base64url: nothing is skipped on the way to a decode
     try:
         raw = base64.urlsafe_b64decode(sub + "=" * (-len(sub) % 4))
     except (ValueError, binascii.Error):

@@ -91,7 +91,8 @@ def test_kind_by_each_idps_signal(name: str, claims: dict[str, Any], kind: str) 
 @pytest.mark.parametrize("sub", ["alice", "", "!!!", "Cg", dex_sub("x", "c") + "A",
                                  base64.urlsafe_b64encode(b"\x0a\xff\xff").decode(),
                                  base64.urlsafe_b64encode(b"\x0a\x05ab").decode(),
-                                 base64.urlsafe_b64encode(b"\x1a\x01a").decode(), "A" * 2000])
+                                 base64.urlsafe_b64encode(b"\x1a\x01a").decode(), "A" * 2000,
+                                 "Cg1vcmRlcnMtd29y@a2Vy", "Cg1vcmRlcnMtd29ya2Vy=="])
 def test_dex_subject_refuses_what_is_not_one(sub: str) -> None:
     """A sub that is not Dex's encoding decodes to nothing (and never raises)."""
     assert dex_subject(sub) is None
