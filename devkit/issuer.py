@@ -27,6 +27,7 @@ import argparse
 import ipaddress
 import json
 import secrets
+import ssl
 import sys
 import threading
 import time
@@ -65,6 +66,8 @@ class DevIssuer:
         audience: default ``aud`` of minted tokens.
         default_ttl: default lifetime of minted tokens, seconds.
         slow_seconds: in ``slow`` mode, how long the body takes to trickle out.
+        tls: a server context: serve HTTPS (the URL is ``https://host:port``), e.g. with a
+            certificate from a private CA to test an issuer's ``ca_file``.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class DevIssuer:
         default_ttl: float = 3600.0,
         slow_seconds: float = 30.0,
         allow_non_loopback: bool = False,
+        tls: ssl.SSLContext | None = None,
     ):
         if not allow_non_loopback and not _is_loopback(host):
             raise ValueError(f"refusing to bind the dev issuer to non-loopback host {host!r}")
@@ -86,6 +90,8 @@ class DevIssuer:
         self.audience, self.default_ttl, self.slow_seconds = audience, default_ttl, slow_seconds
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self._issuer = issuer
+        self.tls = tls
+        self.handshake_failures = 0
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -101,7 +107,8 @@ class DevIssuer:
 
     def start(self) -> DevIssuer:
         """Bind and serve in a daemon thread. Returns ``self``."""
-        server = ThreadingHTTPServer((self.host, self.port), IssuerHandler)
+        server = (_TLSServer if self.tls is not None else ThreadingHTTPServer)(
+            (self.host, self.port), IssuerHandler)
         server.daemon_threads = True
         server.dev = self  # type: ignore[attr-defined]
         self._server = server
@@ -137,7 +144,7 @@ class DevIssuer:
         if self._issuer is not None:
             return self._issuer
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls is not None else 'http'}://{host}:{self.port}"
 
     def set_mode(self, mode: str) -> None:
         """How discovery and JWKS answer: ``ok``, ``down`` (connection dropped), ``slow``
@@ -270,6 +277,26 @@ class DevIssuer:
         tmp.write_text(json.dumps(data, indent=2))
         tmp.chmod(0o600)
         tmp.replace(path)
+
+
+class _TLSServer(ThreadingHTTPServer):
+    """HTTPS: the handshake runs in the request's thread, so a client that refuses the
+    certificate (or stalls) never blocks the accept loop; a failed handshake is counted."""
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        dev: DevIssuer = self.dev  # type: ignore[attr-defined]
+        assert dev.tls is not None
+        try:
+            request.settimeout(10)
+            conn = dev.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            with dev._lock:
+                dev.handshake_failures += 1
+            return
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            conn.close()
 
 
 def _is_loopback(host: str) -> bool:

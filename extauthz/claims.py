@@ -11,6 +11,9 @@ pattern gives the same roles.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -138,14 +141,134 @@ def subject_of(claims: Mapping[str, Any], mapping: ClaimMapping = _DEFAULT_MAPPI
 
 
 def principal_kind(claims: Mapping[str, Any]) -> str:
-    """``service`` for client-credentials tokens (a client id and no distinct human subject)."""
-    client = claims.get("client_id") or claims.get("azp")
-    sub = claims.get("sub")
+    """``service`` for a client-credentials token, by the signal its IdP really issues.
+
+    A human's token carries the client it logged in through too (``azp``, ``cid``,
+    ``client_id``), so a client id alone never makes a service. In order:
+
+    - Auth0: ``gty: client-credentials`` (a human's is absent, ``password`` or ``refresh_token``);
+    - Entra ID: ``idtyp`` (``app`` or ``user``, the optional claim) decides when present;
+      without it, an app-only token is the one with no ``scp`` whose ``sub`` is its ``oid``;
+    - Okta: ``cid`` names the client; the token is the client's own when ``sub`` equals it
+      (a human's ``sub`` is their login, with a ``uid``);
+    - Keycloak: a service account's ``preferred_username`` is ``service-account-<client id>``
+      and its token carries the client id (``client_id``, or ``clientId`` before Keycloak 20);
+    - Dex: ``sub`` is an encoded (user id, connector id); its own client_credentials grant
+      encodes (client id, no connector), where a user always came through a connector;
+    - any other issuer (RFC 9068, Google): a client id (``client_id``, ``azp``) and no
+      distinct human subject (``sub`` absent or equal to it).
+    """
     if claims.get("gty") == "client-credentials":
         return "service"
+    idtyp = claims.get("idtyp")
+    if idtyp == "app":
+        return "service"
+    if idtyp == "user":
+        return "human"
+    sub = claims.get("sub")
+    if "tid" in claims and "scp" not in claims and sub and sub == claims.get("oid"):
+        return "service"  # Entra without idtyp: app-only tokens have no scp; oid is sub
+    cid = claims.get("cid")
+    if isinstance(cid, str) and cid:
+        return "service" if sub == cid else "human"
+    if _keycloak_service_account(claims) or _dex_client_subject(claims):
+        return "service"
+    client = claims.get("client_id") or claims.get("azp")
     if isinstance(client, str) and client and (not sub or sub == client):
         return "service"
     return "human"
+
+
+def _keycloak_service_account(claims: Mapping[str, Any]) -> bool:
+    username = claims.get("preferred_username")
+    client = claims.get("client_id") or claims.get("clientId")
+    return (isinstance(username, str) and isinstance(client, str) and bool(client)
+            and username == KEYCLOAK_SERVICE_ACCOUNT_PREFIX + client.lower())
+
+
+KEYCLOAK_SERVICE_ACCOUNT_PREFIX = "service-account-"
+
+
+def _dex_client_subject(claims: Mapping[str, Any]) -> bool:
+    """Dex's client_credentials ``sub``: base64url of the protobuf ``IDTokenSubject``
+    {1: user_id = the client id, 2: conn_id = ""}; the client is ``azp`` or the one ``aud``."""
+    sub = claims.get("sub")
+    client = claims.get("azp") or claims.get("aud")
+    if isinstance(client, list) and len(client) == 1:
+        client = client[0]
+    if not isinstance(sub, str) or not isinstance(client, str) or not client:
+        return False
+    decoded = dex_subject(sub)
+    return decoded is not None and decoded == (client, "")
+
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def dex_subject(sub: str) -> tuple[str, str] | None:
+    """Dex's ``sub`` decoded to (user id, connector id), or None if it is not one."""
+    if len(sub) > 1024 or not _BASE64URL.fullmatch(sub):
+        return None  # strictly base64url: nothing is skipped on the way to a decode
+    try:
+        raw = base64.urlsafe_b64decode(sub + "=" * (-len(sub) % 4))
+    except (ValueError, binascii.Error):
+        return None
+    fields = {1: "", 2: ""}
+    i = 0
+    while i < len(raw):
+        tag = raw[i]
+        if tag not in (0x0A, 0x12):
+            return None
+        length, i = _varint(raw, i + 1)
+        if length < 0 or i + length > len(raw):
+            return None
+        try:
+            fields[tag >> 3] = raw[i:i + length].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        i += length
+    return (fields[1], fields[2]) if fields[1] else None
+
+
+def _varint(raw: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while i < len(raw) and shift < 28:
+        byte = raw[i]
+        value |= (byte & 0x7F) << shift
+        i += 1
+        if not byte & 0x80:
+            return value, i
+        shift += 7
+    return -1, i
+
+
+def groups_overage(claims: Mapping[str, Any], groups_claim: str = "groups") -> bool:
+    """Whether the IdP left ``groups_claim`` out because the user has too many groups.
+
+    Entra ID: over 200 groups in a JWT (150 in SAML, 6 in the implicit flow) it drops
+    ``groups`` and names a Graph call instead, in ``_claim_names`` (``{"groups": "src1"}``)
+    with ``_claim_sources``, or sets ``hasgroups: true`` (implicit flow). A token that still
+    carries the claim is not in overage.
+    """
+    if groups_claim in claims:
+        return False
+    names = claims.get("_claim_names")
+    if isinstance(names, Mapping) and groups_claim in names:
+        return True
+    return claims.get("hasgroups") is True
+
+
+GROUPS_OVERAGE_NOTE = (
+    "; the token carries no groups: Entra ID groups overage (`_claim_names.groups` or "
+    "`hasgroups`: the user is in more groups than a token holds), so no group rule can "
+    "match. Grant by app roles (the `roles` claim) or emit only the groups assigned to the "
+    "application (groupMembershipClaims: ApplicationGroup); see docs/idp.md#entra-id"
+)
+
+
+def overage_note(claims: Mapping[str, Any]) -> str:
+    """The text a denial appends when the token is in groups overage, else ``""``."""
+    return GROUPS_OVERAGE_NOTE if groups_overage(claims) else ""
 
 
 def compile_regex(pattern: str) -> GoRegexp:

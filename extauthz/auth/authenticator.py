@@ -28,6 +28,7 @@ import httpx
 import structlog
 
 from extauthz.auth.cache import BoundedTTLCache
+from extauthz.auth.fetch import issuer_client
 from extauthz.auth.jwks import KeyStore, OnFetch
 from extauthz.auth.types import AuthError, IssuerConfig, VerifiedToken
 from extauthz.auth.verify import (
@@ -118,8 +119,12 @@ class Authenticator:
             self._configs[config.issuer] = config
         self._clock = clock
         self._client = (http_client_factory or _default_client)()
+        # an issuer with its own ca_file gets its own client, trusting only those CAs
+        self._own_clients = {iss: client for iss, cfg in self._configs.items()
+                             if (client := issuer_client(cfg)) is not None}
         self.stores: Mapping[str, KeyStore] = {
-            iss: KeyStore(cfg, self._client, clock=clock, on_fetch=on_fetch)
+            iss: KeyStore(cfg, self._own_clients.get(iss, self._client), clock=clock,
+                          on_fetch=on_fetch)
             for iss, cfg in self._configs.items()
         }
         self._max_token_bytes = max(cfg.max_token_bytes for cfg in issuers)
@@ -159,7 +164,7 @@ class Authenticator:
         return self.ready()
 
     async def close(self) -> None:
-        """Stop the refresh tasks and close the HTTP client."""
+        """Stop the refresh tasks and close the HTTP clients."""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
@@ -167,6 +172,8 @@ class Authenticator:
             store.cancel_inflight()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._client.aclose()
+        for client in self._own_clients.values():
+            await client.aclose()
 
     async def __aenter__(self) -> Authenticator:
         await self.start()

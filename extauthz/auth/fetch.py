@@ -10,6 +10,7 @@ import asyncio
 import enum
 import json
 import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,44 @@ class Fetched:
 
     document: Any
     max_age: float | None
+
+
+class CAFileError(ValueError):
+    """A ``ca_file`` that cannot be used; the message says why (never the file's content)."""
+
+
+def load_ca_file(path: str) -> ssl.SSLContext:
+    """A client TLS context that trusts only the PEM certificates in ``path``.
+
+    Hostname checking and certificate verification stay on; raises ``CAFileError`` if the
+    file cannot be read or holds no PEM certificate OpenSSL accepts.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(4 * 1024 * 1024 + 1)
+    except OSError as exc:
+        raise CAFileError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > 4 * 1024 * 1024:
+        raise CAFileError(f"{path}: larger than 4 MiB; expected a PEM CA bundle")
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise CAFileError(f"{path}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it; "
+                          "expected the issuer's CA bundle in PEM")
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    try:
+        context.load_verify_locations(cadata=data.decode("ascii"))
+    except (ssl.SSLError, UnicodeDecodeError, ValueError) as exc:
+        raise CAFileError(f"{path}: not a valid PEM CA bundle ({type(exc).__name__}: "
+                          f"{getattr(exc, 'reason', None) or exc})") from None
+    if not context.get_ca_certs():
+        raise CAFileError(f"{path}: holds no CA certificate")
+    return context
+
+
+def issuer_client(config: IssuerConfig) -> httpx.AsyncClient | None:
+    """The HTTPS client of an issuer with its own ``ca_file``; None: use the shared one."""
+    if not config.ca_file:
+        return None
+    return httpx.AsyncClient(follow_redirects=False, verify=load_ca_file(config.ca_file))
 
 
 def check_url(url: str, issuer: IssuerConfig, *, allow_file: bool) -> None:

@@ -40,6 +40,9 @@ class IssuerConfig:
     claims: ClaimMapping = field(default_factory=ClaimMapping)
     # allow http:// URLs (the development issuer on loopback only)
     allow_insecure_http: bool = False
+    # PEM bundle of the CAs trusted for this issuer's discovery and JWKS fetches (a private
+    # CA); "" = the system's trust store
+    ca_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)

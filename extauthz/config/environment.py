@@ -11,6 +11,8 @@ The variables (the names users already put in Temporal's Helm values):
   ``<url>/.well-known/openid-configuration``); used when the file lists no ``issuers``.
 - ``TEMPORAL_AUTH_CLIENT_ID``: the expected audience, unless ``EXTAUTHZ_AUDIENCE`` is set.
 - ``EXTAUTHZ_AUDIENCE``: the expected audience(s), comma-separated.
+- ``EXTAUTHZ_ISSUER_CA_FILE``: a PEM bundle of the CAs trusted for that issuer's discovery and
+  JWKS fetches (a private CA), its ``ca_file``; unset, the system's trust store.
 - ``EXTAUTHZ_LISTEN``: ``host:port`` of the Check server (default ``127.0.0.1:9191``);
   overrides the file's ``listen``.
 - ``EXTAUTHZ_ALLOW_INSECURE_ISSUER``: ``1`` allows an ``http://`` issuer (development only).
@@ -157,6 +159,7 @@ ISSUER_VARIABLES = (
     Variable(ISSUER_URL, ("issuer",)),
     Variable("EXTAUTHZ_AUDIENCE", ("audiences",), LIST),
     Variable("TEMPORAL_AUTH_CLIENT_ID", ("audiences",), LIST),
+    Variable("EXTAUTHZ_ISSUER_CA_FILE", ("ca_file",)),
 )
 # not stripped or lower-cased: exactly 1, true or yes allows http://, anything else does not
 INSECURE_ISSUER = "EXTAUTHZ_ALLOW_INSECURE_ISSUER"

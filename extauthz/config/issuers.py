@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from extauthz.auth.fetch import CAFileError, load_ca_file
 from extauthz.auth.keys import MAX_RSA_BITS, MIN_RSA_BITS
 from extauthz.auth.types import ASYMMETRIC_ALGORITHMS, IssuerConfig
 from extauthz.claims import ClaimMapping, validate_regex
@@ -32,8 +35,9 @@ def _claims(r: Reader) -> ClaimMapping:
     return mapping
 
 
-def read_issuer(r: Reader) -> IssuerConfig:
-    """One issuer from its mapping (``r``); messages name the key path."""
+def read_issuer(r: Reader, base_dir: Path | None = None) -> IssuerConfig:
+    """One issuer from its mapping (``r``); messages name the key path. ``base_dir`` resolves
+    a relative ``ca_file`` (the config file's directory)."""
     d = IssuerConfig(issuer="")
     issuer = r.get("issuer", str, "")
     if not issuer:
@@ -71,6 +75,7 @@ def read_issuer(r: Reader) -> IssuerConfig:
         min_rsa_bits=r.get("min_rsa_bits", int, d.min_rsa_bits),
         claims=_claims(r),
         allow_insecure_http=insecure,
+        ca_file=_ca_file(r, base_dir),
     )
     if cfg.leeway_seconds < 0:
         raise r.error("leeway_seconds", "must be 0 or more")
@@ -81,6 +86,20 @@ def read_issuer(r: Reader) -> IssuerConfig:
                       "accepted (NIST SP 800-131A), whatever the configuration")
     r.done()
     return cfg
+
+
+def _ca_file(r: Reader, base_dir: Path | None) -> str:
+    """``ca_file``, resolved and checked now: a file of PEM certificates that loads."""
+    path = r.get("ca_file", str, "")
+    if not path:
+        return ""
+    if base_dir is not None and not Path(path).is_absolute():
+        path = str(base_dir / path)
+    try:
+        load_ca_file(path)
+    except CAFileError as exc:
+        raise r.error("ca_file", str(exc)) from None
+    return path
 
 
 def _check_refresh_bounds(r: Reader, cfg: IssuerConfig) -> None:

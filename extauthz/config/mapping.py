@@ -28,7 +28,8 @@ def from_mapping(data: object, source: str) -> Settings:
 def read_settings(r: Reader, base: Settings, base_dir: Path | None) -> Settings:
     """``base`` with the keys of ``r`` on top, checked; ``base_dir`` resolves relative paths."""
     raw_issuers = r.raw("issuers")
-    issuers = base.issuers if raw_issuers is None else _issuers(r, raw_issuers or [])
+    issuers = (base.issuers if raw_issuers is None
+               else _issuers(r, raw_issuers or [], base_dir))
     values: dict[str, Any] = {
         "listen": r.get("listen", str, base.listen),
         "issuers": issuers,
@@ -71,10 +72,11 @@ def read_settings(r: Reader, base: Settings, base_dir: Path | None) -> Settings:
     return settings
 
 
-def _issuers(r: Reader, raw: object) -> tuple[IssuerConfig, ...]:
+def _issuers(r: Reader, raw: object, base_dir: Path | None) -> tuple[IssuerConfig, ...]:
     if not isinstance(raw, list):
         raise r.error("issuers", "expected a list of issuers")
-    issuers = tuple(read_issuer(Reader(item, r.key(f"issuers[{i}]"), r.source, r.dialect))
+    issuers = tuple(read_issuer(Reader(item, r.key(f"issuers[{i}]"), r.source, r.dialect),
+                                base_dir)
                     for i, item in enumerate(raw))
     names = [i.issuer for i in issuers]
     if len(set(names)) != len(names):

@@ -58,6 +58,7 @@ applicability is ``extauthz.rules.deny``; queue coverage under queue-restricted 
 from __future__ import annotations
 
 from extauthz import methods
+from extauthz.claims import overage_note
 from extauthz.model import (
     Decision,
     Principal,
@@ -262,7 +263,7 @@ class Engine:
                 return Decision.deny(
                     Reason.PERMISSION_DENIED,
                     f"subject {_q(p.subject)} has no role that allows {t.method.short} in "
-                    f"namespace {_q(ns)}",
+                    f"namespace {_q(ns)}{overage_note(p.claims)}",
                     principal=p, target=t,
                 )
             if perm or any(b.task_queues is None for b in granting):
@@ -305,7 +306,8 @@ class Engine:
                 return self._cluster_allowed(p, t, CLUSTER_READ_RULE)
         return Decision.deny(
             Reason.PERMISSION_DENIED,
-            f"subject {_q(p.subject)} has no cluster-level role that allows {t.method.short}",
+            f"subject {_q(p.subject)} has no cluster-level role that allows {t.method.short}"
+            f"{overage_note(p.claims)}",
             principal=p, target=t,
         )
 
