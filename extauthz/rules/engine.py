@@ -271,8 +271,10 @@ class Engine:
             refused = queues_refused(p, t, ns, granting, queues, sticky, trace)
             if refused is not None:
                 return refused
-        if first is None:  # by id only, no name: the cluster-level grant decided
-            first = next((b.name for b in cands if b.cluster), PERMISSIONS_RULE)
+        if first is None:  # by id only, no name: the cluster-level grant decided (a cluster
+            # binding on every namespace, else the temporal-system role)
+            first = next((b.name for b in cands if b.cluster and b.namespaces is not None
+                          and b.namespaces.everything), PERMISSIONS_RULE)
         where = ", ".join(_q(ns) for ns in reached) or "a namespace named by id"
         return Decision.allow(
             Reason.ALLOWED, f"subject {_q(p.subject)} may call {t.method.short} in {where}",

@@ -109,5 +109,5 @@ def _namespaced(facts: Facts, t: Target, rules: list[Considered]) -> Verdict:
         if any(not any(q in b.covered for b in granting) for q in named):
             return refused
     if first is None:
-        first = next((b.name for b in bindings if b.cluster), PERMISSIONS_RULE)
+        first = next((b.name for b in bindings if b.cluster_wide), PERMISSIONS_RULE)
     return Verdict(True, Reason.ALLOWED, first)

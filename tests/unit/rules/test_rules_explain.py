@@ -154,3 +154,20 @@ def test_calls_decided_before_any_rule_list_none(method: str) -> None:
     engine = ENGINES[0]
     decision = decide(engine, {"sub": "f", "groups": ["finance"]}, method)
     assert explain(engine, decision)["rules"] == []
+
+
+def test_by_id_allowed_by_the_system_role_names_it_not_a_narrow_cluster_binding() -> None:
+    """A namespace named by id is allowed by the temporal-system role, not by a `cluster: true`
+    binding limited to payroll: the decision and its explanation name the permissions claim."""
+    engine = ENGINES[2]
+    entry = methods.by_name("WorkflowService/DescribeNamespace")
+    assert entry is not None
+    p = principal(sub="a", groups=["opsp"], permissions=["temporal-system:read"])
+    target = Target(entry.method, namespace="", by_namespace_id=True)
+    decision = engine(p, target)
+    assert decision.allowed
+    assert decision.rule == "permissions"
+    rules, walked = considered(engine, p, target)
+    deciding = decided_by(rules, walked)
+    assert deciding is not None
+    assert deciding.kind == "permissions"
