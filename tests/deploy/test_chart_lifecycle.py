@@ -275,3 +275,22 @@ def test_extra_volumes_and_mounts_reach_the_server_pod() -> None:
     with pytest.raises(helm.HelmValuesError):
         render_files({"extauthz": {"extraVolumeMounts": [{"name": "x"}]}})
 
+
+
+# ---- helm test -------------------------------------------------------------------------------
+
+
+def test_helm_test_pod_dials_the_frontend_ports_directly() -> None:
+    """Standalone: the `helm test` pod gets the frontend's gRPC and HTTP API addresses to dial
+    (they must refuse or time out); bypassCheck false drops them; Istio mode tests through the
+    frontend itself (its sidecar authorizes), so there is nothing to dial around."""
+    def env(values: dict[str, Any]) -> dict[str, str]:
+        pod = one(manifests(merged({"extauthz": {"oidc": OIDC}}, values)), "Pod")
+        return {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+
+    host = "prod-temporal-frontend.temporal-system.svc.cluster.local"
+    standalone = env({"temporal": {"namespace": "temporal-system",
+                                   "frontend": {"host": "prod-temporal-frontend"}}})
+    assert standalone["FRONTEND_ADDRESSES"] == f"{host}:7233,{host}:7243"
+    assert "FRONTEND_ADDRESSES" not in env({"tests": {"bypassCheck": False}})
+    assert "FRONTEND_ADDRESSES" not in env({"mode": "istio"})
