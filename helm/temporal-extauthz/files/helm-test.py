@@ -47,7 +47,7 @@ def dial(address: str, timeout: float) -> str:
             return "open"
     except ConnectionRefusedError:
         return "refused"
-    except socket.timeout:
+    except TimeoutError:
         return "timeout"
     except socket.gaierror as err:
         return f"unresolved: {err}"
