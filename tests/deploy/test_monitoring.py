@@ -107,3 +107,44 @@ def test_every_alert_is_per_release_and_has_a_runbook(alert: dict[str, Any]) -> 
     headings = {line[4:].strip().lower() for line in RUNBOOKS.read_text().splitlines()
                 if line.startswith("### ")}
     assert alert["alert"].lower() in headings
+
+
+def test_operations_guide_names_what_the_server_emits() -> None:
+    """docs/operations.md quotes the start-up log key and the metric that the server really
+    emits, and the bench command its sizing figures come from."""
+    guide = (REPO / "docs" / "operations.md").read_text()
+    app = (REPO / "extauthz" / "server" / "app.py").read_text()
+    metrics = (REPO / "extauthz" / "obs" / "metrics.py").read_text()
+    assert "temporal_api=" in guide and "temporal_api=_temporal_api()" in app
+    assert "extauthz_unknown_method_paths_total" in guide
+    assert '"extauthz_unknown_method_paths"' in metrics
+    assert "./dev bench" in guide
+    measured = (REPO / "docs" / "measurements.md").read_text()
+    for figure in ("380", "52.0", "18,982", "2,625"):
+        assert figure in measured, figure
+
+
+def test_unknown_method_paths_are_bounded() -> None:
+    """Only unknown_method denials count; Temporal gRPC paths keep their name up to the cap
+    (then `other`), HTTP API routes are `http_api` and any other path (attacker-chosen text
+    included) is `other_path`, so the label set stays bounded."""
+    from prometheus_client import CollectorRegistry
+
+    from extauthz.model import Decision, Reason
+    from extauthz.obs.metrics import UNKNOWN_PATH_CAP, Metrics
+
+    metrics = Metrics(registry=CollectorRegistry())
+    unknown = Decision.deny(Reason.UNKNOWN_METHOD, "not a known method")
+    paths = [f"/temporal.api.workflowservice.v1.WorkflowService/NewRpc{i}"
+             for i in range(UNKNOWN_PATH_CAP + 10)]
+    for path in [*paths, "/api/v1/namespaces/x/new-route", "/<script>/" + "x" * 500,
+                 "/temporal.api.x/../etc"]:
+        metrics.observe(unknown, None, 0.001, path)
+    metrics.observe(Decision.deny(Reason.MISSING_TOKEN, "no token"), None, 0.001, paths[0])
+    counts = {s.labels["path"]: s.value for m in metrics.registry.collect()
+              if m.name == "extauthz_unknown_method_paths" for s in m.samples
+              if s.name.endswith("_total")}
+    assert len(counts) == UNKNOWN_PATH_CAP + 3
+    assert counts[paths[0]] == 1  # the missing_token denial is not counted
+    assert counts["other"] == 10
+    assert counts["http_api"] == 1 and counts["other_path"] == 2
