@@ -41,10 +41,12 @@ def chart_tgz(dist: Path) -> Path:
 
 def test_one_version_everywhere() -> None:
     """pyproject.toml's version is Chart.yaml's version and appVersion (so the default image
-    tag), and CHANGELOG.md has its entry."""
+    tag) and the Dockerfile's default VERSION label, and CHANGELOG.md has its entry."""
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     assert chart["version"] == chart["appVersion"] == VERSION
     assert f"## [{VERSION}]" in (REPO / "CHANGELOG.md").read_text()
+    # the image's default label (the release workflow passes the tag's version explicitly)
+    assert f"ARG VERSION={VERSION}\n" in (REPO / "Dockerfile").read_text()
 
 
 def test_release_builds_the_three_artifacts_at_that_version(dist: Path) -> None:
@@ -137,3 +139,23 @@ def test_release_workflow_builds_multi_arch_image_and_pushes_the_chart_on_a_tag(
     assert "./dev release" in text
     assert "helm push" in text and "oci://" in text
     assert "pyproject.toml" in text  # the tag must equal the one version
+
+
+def test_release_refuses_when_the_versions_disagree(tmp_path: Path) -> None:
+    """`./dev release` stops before building anything when Chart.yaml's appVersion is not
+    pyproject.toml's version, naming the file and both values."""
+    (tmp_path / "helm" / "temporal-extauthz").mkdir(parents=True)
+    for name in ("dev", "pyproject.toml", "CHANGELOG.md"):
+        (tmp_path / name).write_bytes((REPO / name).read_bytes())
+    (tmp_path / "dev").chmod(0o755)
+    (tmp_path / ".venv").symlink_to(REPO / ".venv")  # same pyproject: no reinstall
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    chart["appVersion"] = "9.9.9"
+    (tmp_path / "helm" / "temporal-extauthz" / "Chart.yaml").write_text(yaml.safe_dump(chart))
+    result = subprocess.run([str(tmp_path / "dev"), "release", "--out", str(tmp_path / "out")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode != 0
+    assert f"pyproject.toml's version is {VERSION}" in result.stderr
+    assert "Chart.yaml: appVersion is '9.9.9'" in result.stderr
+    assert not (tmp_path / "out").exists()
