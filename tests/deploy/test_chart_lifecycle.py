@@ -140,7 +140,8 @@ def _hook(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 def test_hook_runs_before_install_and_upgrade_and_is_kept_on_failure() -> None:
     """The hook ConfigMap is created first (weight -10), then the Job (weight -5), on
     pre-install and pre-upgrade; both are deleted only when the check succeeds (a failed
-    Job stays for `kubectl logs`); the Job never retries; no policy, no hook."""
+    Job stays for `kubectl logs`); the Job never retries and gets no Istio sidecar; no policy,
+    no hook."""
     cm, job = _hook({"extauthz": {"policy": _example_policy()}})
     for doc, weight in ((cm, "-10"), (job, "-5")):
         ann = doc["metadata"]["annotations"]
@@ -148,6 +149,9 @@ def test_hook_runs_before_install_and_upgrade_and_is_kept_on_failure() -> None:
         assert ann["helm.sh/hook-weight"] == weight
         assert ann["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
     assert job["spec"]["backoffLimit"] == 0
+    # an Istio sidecar would never exit and the Job would never complete
+    assert job["spec"]["template"]["metadata"]["annotations"] == {
+        "sidecar.istio.io/inject": "false"}
     assert not find(manifests({"extauthz": {"oidc": OIDC}}), "Job")
     assert not find(manifests({"extauthz": {"oidc": OIDC, "policy": _example_policy(),
                                             "policyCheck": {"enabled": False}}}), "Job")
@@ -188,6 +192,14 @@ def test_hook_validates_and_tests_a_good_policy(tmp_path: Path) -> None:
     assert [c["command"][1] for c in [*job["spec"]["template"]["spec"]["initContainers"],
                                       *job["spec"]["template"]["spec"]["containers"]]] == [
         "validate", "test"]
+
+
+def test_hook_of_the_monitoring_value_set_passes(tmp_path: Path) -> None:
+    """The value set the strict manifest validation covers (policy + a one-case table) passes
+    its own hook."""
+    cm, job = _hook(VALUE_SETS["monitoring"])
+    results = _run_hook(cm, job, tmp_path)
+    assert [r.returncode for r in results] == [0, 0], [r.stdout + r.stderr for r in results]
 
 
 def test_hook_fails_a_policy_the_schema_cannot_see(tmp_path: Path) -> None:
