@@ -17,7 +17,17 @@ import jsonschema
 import pytest
 import yaml
 from chartschema import CHART_SCHEMA, chart_schema_text
-from helmchart import RELEASE, REPO, VALUE_SETS, find, manifests, merged, one, render_files
+from helmchart import (
+    RELEASE,
+    REPO,
+    VALUE_SETS,
+    find,
+    manifests,
+    merged,
+    notes,
+    one,
+    render_files,
+)
 
 from extauthz.rules.document import PolicyError, load_file
 from extauthz.rules.schema import policy_schema
@@ -56,6 +66,14 @@ def test_frontend_guards_are_kept_on_uninstall_and_rollback() -> None:
         kept = [d for d in docs
                 if d["metadata"].get("annotations", {}).get("helm.sh/resource-policy") == "keep"]
         assert [d["kind"] for d in kept] == ["AuthorizationPolicy"], name
+
+
+def test_notes_say_the_guards_are_kept() -> None:
+    """NOTES tell the installer that the guard outlives the release (standalone with the
+    frontend NetworkPolicy, and Istio)."""
+    assert "kept on uninstall and rollback" in notes(VALUE_SETS["networkpolicy"])
+    assert "kept on uninstall and rollback" in notes(VALUE_SETS["istio"])
+    assert "kept on uninstall" not in notes(None)  # no frontend NetworkPolicy: a warning
 
 
 # ---- PodDisruptionBudget --------------------------------------------------------------------
@@ -197,7 +215,9 @@ def test_hook_validates_and_tests_a_good_policy(tmp_path: Path) -> None:
 def test_hook_of_the_monitoring_value_set_passes(tmp_path: Path) -> None:
     """The value set the strict manifest validation covers (policy + a one-case table) passes
     its own hook."""
-    cm, job = _hook(VALUE_SETS["monitoring"])
+    values = VALUE_SETS["monitoring"]
+    assert values is not None
+    cm, job = _hook(values)
     results = _run_hook(cm, job, tmp_path)
     assert [r.returncode for r in results] == [0, 0], [r.stdout + r.stderr for r in results]
 

@@ -13,6 +13,10 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
+
+from extauthz.model import Decision, Reason
+from extauthz.obs.metrics import UNKNOWN_PATH_CAP, Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "dashboards" / "extauthz.json"
@@ -128,11 +132,6 @@ def test_unknown_method_paths_are_bounded() -> None:
     """Only unknown_method denials count; Temporal gRPC paths keep their name up to the cap
     (then `other`), HTTP API routes are `http_api` and any other path (attacker-chosen text
     included) is `other_path`, so the label set stays bounded."""
-    from prometheus_client import CollectorRegistry
-
-    from extauthz.model import Decision, Reason
-    from extauthz.obs.metrics import UNKNOWN_PATH_CAP, Metrics
-
     metrics = Metrics(registry=CollectorRegistry())
     unknown = Decision.deny(Reason.UNKNOWN_METHOD, "not a known method")
     paths = [f"/temporal.api.workflowservice.v1.WorkflowService/NewRpc{i}"
