@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import threading
 import time
 from collections.abc import Collection, Iterable, Mapping
@@ -37,7 +38,7 @@ from prometheus_client import (
 
 from extauthz import __version__
 from extauthz.interfaces import IssuerSource
-from extauthz.model import STATUS_UNAVAILABLE, Access, Decision, Method, Scope
+from extauthz.model import STATUS_UNAVAILABLE, Access, Decision, Method, Reason, Scope
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # no `*_created` series: they double the exposition and no dashboard or alert uses them
@@ -55,6 +56,13 @@ POLICY_RELOAD_RESULTS = frozenset({"ok", "error"})
 _MAX_CACHED_CHILDREN = 20_000
 
 Partition = Mapping[str, Collection[str]]
+
+# unknown_method by path: a Temporal upgrade that adds RPCs shows them by name (denied until the
+# image is rebuilt with a newer temporalio). Only well-formed Temporal gRPC paths are named, the
+# first UNKNOWN_PATH_CAP of them; any other path is one of three fixed values.
+UNKNOWN_PATH_CAP = 50
+_TEMPORAL_GRPC_PATH = re.compile(r"/temporal\.[A-Za-z0-9_.]{1,120}/[A-Za-z0-9_]{1,80}")
+UNKNOWN_PATH_HTTP_API, UNKNOWN_PATH_OTHER = "http_api", "other_path"
 
 
 def multiprocess_dir() -> str | None:
@@ -202,6 +210,12 @@ class Metrics:
             "extauthz_policy_last_reload_success",
             "1 when the last policy reload succeeded, 0 when it failed (any worker); absent "
             "until the first reload.", ["policy"], registry=r, multiprocess_mode="livemin")
+        self.unknown_paths = Counter(
+            "extauthz_unknown_method_paths",
+            "Checks denied as unknown_method, by path: Temporal gRPC paths by name (the first "
+            f"{UNKNOWN_PATH_CAP}; later ones count as path=\"other\"), HTTP API routes as "
+            f"\"{UNKNOWN_PATH_HTTP_API}\", anything else as \"{UNKNOWN_PATH_OTHER}\".",
+            ["path"], registry=r)
         self.build_info = Gauge(
             "extauthz_build_info", "Always 1; the version of the running server.",
             ["version", "python_version"], registry=r, multiprocess_mode="livemax")
@@ -209,14 +223,17 @@ class Metrics:
         self._children: dict[tuple[Any, ...], tuple[Any, Any, Method | None]] = {}
         self._namespace = _CappedLabel(self.options.namespace_label_cap)
         self._subject = _CappedLabel(self.options.subject_label_cap)
+        self._unknown_path = _CappedLabel(UNKNOWN_PATH_CAP)
         self._policy_hash: str | None = None
         self._auth_seen = (0, 0, 0)
         self._lock = threading.Lock()
 
     # -- the hot path ------------------------------------------------------------------------
 
-    def observe(self, decision: Decision, method: Method | None, seconds: float) -> None:
-        """Count one decided check and its latency."""
+    def observe(self, decision: Decision, method: Method | None, seconds: float,
+                path: str | None = None) -> None:
+        """Count one decided check and its latency (``path``: the request's, for
+        unknown_method denials)."""
         if self.options.namespace_labels:
             target = decision.target
             ns = self._namespace(target.namespace) if target and target.namespace else ""
@@ -233,6 +250,8 @@ class Metrics:
             children = self._resolve(key, decision, method, ns)
         children[0].inc()
         children[1].observe(seconds)
+        if decision.reason is Reason.UNKNOWN_METHOD and path is not None:
+            self.unknown_paths.labels(self.unknown_path_label(path)).inc()
         if not decision.allowed and self.options.subject_label_cap > 0:
             principal = decision.principal
             if principal is not None and principal.subject:
@@ -251,6 +270,14 @@ class Metrics:
         if len(self._children) < _MAX_CACHED_CHILDREN:
             self._children[key] = children
         return children
+
+    def unknown_path_label(self, path: str) -> str:
+        """The bounded ``path`` label of an unknown_method denial."""
+        if _TEMPORAL_GRPC_PATH.fullmatch(path):
+            return self._unknown_path(path)
+        if path.startswith("/api/"):
+            return UNKNOWN_PATH_HTTP_API
+        return UNKNOWN_PATH_OTHER
 
     def check_started(self) -> None:
         """One more check in flight."""

@@ -59,7 +59,9 @@ class Telemetry:
                 method = entry.method if entry is not None else None
             else:
                 method = None
-            metrics.observe(decision, method, seconds)
+            # the path names an unknown_method denial (an RPC newer than this build)
+            metrics.observe(decision, method, seconds,
+                            req.path if method is None and req is not None else None)
         if self._audit is not None:
             self._audit.record(req, decision, seconds)
         if self.tracer is not None:

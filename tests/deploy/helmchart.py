@@ -110,6 +110,12 @@ VALUE_SETS: dict[str, dict[str, Any] | None] = {
         "extauthz": {
             "oidc": _OIDC,
             "policy": {"version": 1, "profile": "temporal-compatible"},
+            # the pre-upgrade hook then runs `extauthz validate` and `extauthz test`
+            "policyCheck": {"tests": {
+                "principals": {"reader": {"sub": "r", "permissions": ["default:read"]}},
+                "cases": [{"name": "reader describes", "principal": "reader",
+                           "method": "DescribeNamespace", "namespace": "default",
+                           "expect": "allow"}]}},
             "config": {"token_cache_entries": 5000, "negative_cache_seconds": 2},
         },
         "monitoring": {

@@ -221,8 +221,9 @@ async def _allowed_and_denied(stack: Stack, issuer: IssuerInstance) -> None:
     assert unauthenticated.value.status == RPCStatusCode.UNAUTHENTICATED
 
 
-def _helm_test(stack: Stack) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, TARGET=stack.target, TLS="false")
+def _helm_test(stack: Stack, frontend: str = "") -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, TARGET=stack.target, TLS="false", FRONTEND_ADDRESSES=frontend,
+               DIAL_TIMEOUT="2")
     return subprocess.run([sys.executable, str(CHART / "files" / "helm-test.py")], env=env,
                           capture_output=True, text=True, timeout=60, check=False)
 
@@ -292,6 +293,31 @@ def test_helm_test_script_passes_through_the_chart_envoy(plain_stack: Stack) -> 
     result = _helm_test(plain_stack)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "UNAUTHENTICATED" in result.stdout
+
+
+def test_helm_test_script_passes_when_the_frontend_refuses_direct_connections(
+        plain_stack: Stack) -> None:
+    """With the frontend's ports closed to the test pod (here: nothing listens, so refused),
+    the script passes: the bypass dial, an allowed GetSystemInfo answered by Temporal through
+    Envoy, and an UNAUTHENTICATED ListNamespaces."""
+    closed = ",".join(f"{h}:{p}" for h, p in free_addresses(2))
+    result = _helm_test(plain_stack, closed)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("is closed to this pod (refused)") == 2, result.stdout
+    assert "GetSystemInfo (allowed without a token) is answered" in result.stdout
+
+
+def test_helm_test_script_fails_when_the_frontend_is_reachable_directly(
+        plain_stack: Stack, deploy_temporal: TemporalInstance) -> None:
+    """Through Envoy everything is right, but the real Temporal frontend accepts a direct
+    connection from the test pod: the script fails and says how to close it."""
+    host, port = deploy_temporal.address
+    closed = free_addresses(1)[0]
+    result = _helm_test(plain_stack, f"{host}:{port},{closed[0]}:{closed[1]}")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"frontend at {host}:{port} accepts connections" in result.stdout
+    assert "temporal.frontend.networkPolicy" in result.stdout
+    assert "UNAUTHENTICATED" in result.stdout  # the through-Envoy half still ran
 
 
 def test_helm_test_script_fails_when_authorization_is_bypassed(

@@ -34,21 +34,26 @@ def _rendered() -> list[dict[str, Any]]:
     return manifests(OURS, name=RELEASE, namespace=NAMESPACE)
 
 
-def test_internal_frontend_is_enabled_under_both_key_spellings() -> None:
-    """The internal-frontend is on for current (`internal-frontend`) and older
-    (`internalFrontend`) Temporal charts; the frontend stays ClusterIP without an Ingress."""
+def test_internal_frontend_is_enabled() -> None:
+    """The internal-frontend is on (the current chart's `internal-frontend` key); the frontend
+    stays ClusterIP without an Ingress."""
     server = TEMPORAL["server"]
     assert server["internal-frontend"]["enabled"] is True
-    assert server["internalFrontend"]["enabled"] is True
+    assert "internalFrontend" not in server
     assert server["frontend"]["service"]["type"] == "ClusterIP"
     assert server["frontend"]["ingress"]["enabled"] is False
 
 
 def test_web_ui_logs_in_with_oidc_and_goes_through_envoy() -> None:
     """The Web UI has SSO on (issuer, client id and secret from a Secret, callback, scopes) and
-    its TEMPORAL_ADDRESS is exactly the Envoy address this chart prints for the example
-    release."""
-    env = _env(TEMPORAL["web"]["additionalEnv"])
+    its upstream (web.temporalAddress, the current chart's key) is exactly the Envoy address
+    this chart prints for the example release; no env entry is given twice, none sets the
+    address (the chart does), web.tls names Envoy's certificate."""
+    entries = TEMPORAL["web"]["additionalEnv"]
+    names = [e["name"] for e in entries]
+    assert len(names) == len(set(names))
+    assert "TEMPORAL_ADDRESS" not in names
+    env = _env(entries)
     assert env["TEMPORAL_AUTH_ENABLED"] == "true"
     for name in ("TEMPORAL_AUTH_PROVIDER_URL", "TEMPORAL_AUTH_CLIENT_ID",
                  "TEMPORAL_AUTH_CLIENT_SECRET"):
@@ -59,8 +64,11 @@ def test_web_ui_logs_in_with_oidc_and_goes_through_envoy() -> None:
     envoy = one(_rendered(), "Service", f"{RELEASE}-temporal-extauthz-envoy")
     address = (f"{envoy['metadata']['name']}.{NAMESPACE}.svc.cluster.local:"
                f"{envoy['spec']['ports'][0]['port']}")
-    assert env["TEMPORAL_ADDRESS"] == address
+    assert TEMPORAL["web"]["temporalAddress"] == address
     assert address in notes_for_example()
+    tls = TEMPORAL["web"]["tls"]
+    assert set(tls) == {"enabled", "secretName", "serverName", "enableHostVerification"}
+    assert tls["serverName"] == address.rpartition(":")[0]
 
 
 def notes_for_example() -> str:
@@ -71,10 +79,11 @@ def notes_for_example() -> str:
 
 
 def test_admintools_use_the_internal_frontend() -> None:
-    """admintools (an operator shell) talk to the internal-frontend, port 7236."""
-    env = _env(TEMPORAL["admintools"]["additionalEnv"])
-    for name in ("TEMPORAL_ADDRESS", "TEMPORAL_CLI_ADDRESS"):
-        assert env[name] == "temporal-internal-frontend.temporal.svc.cluster.local:7236"
+    """admintools (an operator shell) stay on the internal-frontend: the current chart's
+    default, said explicitly, with no address override in env."""
+    admintools = TEMPORAL["admintools"]
+    assert admintools["useExternalFrontend"] is False
+    assert "additionalEnv" not in admintools and "temporalAddress" not in admintools
 
 
 def test_both_charts_share_the_sso_secret_and_the_frontend() -> None:

@@ -1,8 +1,10 @@
 """Observability against the real stack: Temporal dev server, Envoy, the dev issuer, extauthz
 with two workers, and a real Prometheus scraping extauthz's /metrics and Envoy's
 /stats/prometheus every second. Every dashboard query and every alert expression is evaluated
-through Prometheus' HTTP API; the panels marked "must show data" must agree with the traffic
-that was sent."""
+through Prometheus' HTTP API with the dashboard's release variables set as Grafana would (this
+Prometheus' job names, All for cluster and namespace, stat prefix `extauthz`, which the real
+Envoy exports as the label envoy_ext_authz_prefix); the panels marked "must show data" must
+agree with the traffic that was sent, calls to an RPC this build does not know included."""
 
 from __future__ import annotations
 
@@ -37,11 +39,15 @@ DASHBOARD = REPO / "dashboards" / "extauthz.json"
 RULES = REPO / "alerts" / "extauthz-rules.yml"
 WS = "/temporal.api.workflowservice.v1.WorkflowService/"
 # Grafana's variables, as Grafana would expand them for a 5-minute dashboard
-GRAFANA_VARS = {"$__rate_interval": "1m", "$__range": "5m", "$__interval": "15s"}
+GRAFANA_VARS = {"$__rate_interval": "1m", "$__range": "5m", "$__interval": "15s",
+                "$cluster": ".*", "$namespace": ".*", "$envoy_job": "envoy", "$job": "extauthz",
+                "$ext_authz_prefix": "extauthz"}
 
 ALLOWED = 24  # DescribeNamespace by a reader: allowed, answered by Temporal
 DENIED_POLICY = 9  # StartWorkflowExecution by the same reader: permission_denied
 DENIED_NO_TOKEN = 5  # DescribeNamespace without a token: missing_token
+DENIED_UNKNOWN = 2  # an RPC newer than this build (by the same reader): unknown_method
+UNKNOWN_RPC = WS + "StartWorkflowFromTheFuture"
 
 
 @dataclass
@@ -132,7 +138,8 @@ def stack(e2e_dir: Path, temporal: TemporalInstance,
         reader = issuer.mint(sub="bob", permissions=["default:read"])
         prom = prometheus
 
-        def send(allowed: int, denied_policy: int, denied_no_token: int) -> None:
+        def send(allowed: int, denied_policy: int, denied_no_token: int,
+                 unknown: int) -> None:
             codes = [call(envoy.target, "DescribeNamespace", rr.DescribeNamespaceRequest(
                 namespace="default"), rr.DescribeNamespaceResponse, reader)
                 for _ in range(allowed)]
@@ -143,24 +150,30 @@ def stack(e2e_dir: Path, temporal: TemporalInstance,
             codes += [call(envoy.target, "DescribeNamespace", rr.DescribeNamespaceRequest(
                 namespace="default"), rr.DescribeNamespaceResponse, None)
                 for _ in range(denied_no_token)]
+            codes += [call(envoy.target, UNKNOWN_RPC.removeprefix(WS),
+                           rr.DescribeNamespaceRequest(namespace="default"),
+                           rr.DescribeNamespaceResponse, reader)
+                      for _ in range(unknown)]
             assert codes.count("OK") == allowed, codes
-            assert codes.count("PERMISSION_DENIED") == denied_policy, codes
+            assert codes.count("PERMISSION_DENIED") == denied_policy + unknown, codes
             assert codes.count("UNAUTHENTICATED") == denied_no_token, codes
 
         # phase 1 creates every series; Prometheus scrapes them; phase 2 then shows up in rates
-        send(4, 3, 2)
-        wait_until(lambda: _safe(lambda: prom.value("sum(extauthz_decisions_total)") == 9
+        send(4, 3, 2, 1)
+        wait_until(lambda: _safe(lambda: prom.value("sum(extauthz_decisions_total)") == 10
                                  and prom.value("sum(envoy_http_ext_authz_ok)") == 4
                                  and len(prom.query("extauthz_denied_subjects_total")) == 1),
                    30, "Prometheus to see phase 1", interval=0.3)
-        send(ALLOWED - 4, DENIED_POLICY - 3, DENIED_NO_TOKEN - 2)
+        send(ALLOWED - 4, DENIED_POLICY - 3, DENIED_NO_TOKEN - 2, DENIED_UNKNOWN - 1)
 
         def scraped() -> bool:
             # the last scrape saw all the traffic, the token counters were synced, and there are
             # enough samples since for 1m rates
             try:
                 return (prom.value("sum(extauthz_decisions_total)") == ALLOWED + DENIED_POLICY
-                        + DENIED_NO_TOKEN
+                        + DENIED_NO_TOKEN + DENIED_UNKNOWN
+                        and prom.value("sum(extauthz_unknown_method_paths_total)")
+                        == DENIED_UNKNOWN
                         and prom.value("sum(envoy_http_ext_authz_ok)") == ALLOWED
                         and prom.value("sum(extauthz_token_cache_hits_total) + "
                                        "sum(extauthz_token_cache_misses_total)")
@@ -209,7 +222,7 @@ def only(result: list[dict[str, Any]]) -> float:
     return float(result[0]["value"][1])
 
 
-DENIED = DENIED_POLICY + DENIED_NO_TOKEN
+DENIED = DENIED_POLICY + DENIED_NO_TOKEN + DENIED_UNKNOWN
 Check = Callable[[list[list[dict[str, Any]]], "Stack"], object]
 
 # panel title -> check of its targets' results (in target order); every listed panel must show
@@ -218,12 +231,16 @@ MUST_SHOW_DATA: dict[str, Check] = {
     "Checks/s by result": lambda r, s: (
         set(by(r[0], "result")) == {"allow", "deny"} or pytest.fail(str(r))),
     "Deny reasons": lambda r, s: (
-        set(by(r[0], "reason")) == {"permission_denied", "missing_token"} or pytest.fail(str(r))),
+        set(by(r[0], "reason")) == {"permission_denied", "missing_token", "unknown_method"}
+        or pytest.fail(str(r))),
     "Decisions by result (counter totals)": lambda r, s: (
         by(r[0], "result") == {"allow": ALLOWED, "deny": DENIED} or pytest.fail(str(r))),
     "Top denied methods": lambda r, s: (
         set(by(r[0], "method")) == {"WorkflowService/StartWorkflowExecution",
-                                    "WorkflowService/DescribeNamespace"} or pytest.fail(str(r))),
+                                    "WorkflowService/DescribeNamespace", "unknown"}
+        or pytest.fail(str(r))),
+    "Unknown methods by path": lambda r, s: (
+        set(by(r[0], "path")) == {UNKNOWN_RPC} or pytest.fail(str(r))),
     "Top denied subjects": lambda r, s: (
         set(by(r[0], "subject")) == {"bob"} or pytest.fail(str(r))),
     "Checks/s by API category": lambda r, s: (
@@ -276,11 +293,17 @@ def test_every_dashboard_query_parses_and_must_show_panels_agree_with_traffic(
 
 def test_every_alert_expression_runs_and_rules_load(stack: Stack) -> None:
     """Prometheus loaded the rules file with every rule healthy, each alert expression runs,
-    and none of the alerts fires on this healthy traffic."""
+    and on this healthy traffic only ExtauthzUnknownMethods fires, for this Prometheus' job and
+    the unknown RPC's path (the up/absent alerts see both targets up)."""
     rules = yaml.safe_load(RULES.read_text())
     exprs = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
     for name, expr in exprs.items():
-        assert stack.prometheus.query(expr) == [], name
+        result = stack.prometheus.query(expr)
+        if name == "ExtauthzUnknownMethods":
+            assert [r["metric"] for r in result] == [{"job": "extauthz", "path": UNKNOWN_RPC}]
+        else:
+            assert result == [], name
+    assert stack.prometheus.value('count by (job) (up{job="extauthz"} == 1)') == 1
     _, body = http_get(f"{stack.prometheus.url}/api/v1/rules", timeout=5)
     loaded = {r["name"]: r for g in json.loads(body)["data"]["groups"] for r in g["rules"]}
     assert set(loaded) == set(exprs)
@@ -321,7 +344,8 @@ def test_audit_log_names_denials_and_holds_no_token(stack: Stack) -> None:
     audit = [e for e in events if e.get("event") == "authz.decision"]
     denied = [e for e in audit if e["decision"] == "deny"]
     assert len(denied) == DENIED
-    assert {e["reason"] for e in denied} == {"permission_denied", "missing_token"}
+    assert {e["reason"] for e in denied} == {"permission_denied", "missing_token",
+                                             "unknown_method"}
     assert all(e["client_name"] == "e2e-observability" for e in denied)
     assert all(e["request_id"] for e in denied)  # Envoy's x-request-id
     assert {e["subject"] for e in denied if e["reason"] == "permission_denied"} == {"bob"}

@@ -56,11 +56,11 @@ def test_every_panel_has_a_title_and_a_unique_id() -> None:
 
 def test_datasource_is_a_template_variable_and_no_uid_is_hard_coded() -> None:
     """A `datasource` variable of type datasource; every panel and query uses it; the
-    dashboard has no fixed uid and no other datasource uid appears anywhere."""
+    dashboard's own uid is fixed (stable links) and no other datasource uid appears anywhere."""
     data = dashboard()
     [var] = [v for v in data["templating"]["list"] if v["name"] == "datasource"]
     assert var["type"] == "datasource" and var["query"] == "prometheus"
-    assert data.get("uid") is None
+    assert data["uid"] == "temporal-extauthz"
     for p in data["panels"]:
         if p["type"] == "row":
             continue
@@ -68,7 +68,8 @@ def test_datasource_is_a_template_variable_and_no_uid_is_hard_coded() -> None:
         for t in p["targets"]:
             assert t["datasource"] == DS, p["title"]
     uids = re.findall(r'"uid":\s*"([^"]*)"', DASHBOARD.read_text())
-    assert set(uids) == {"${datasource}"}
+    assert set(uids) == {"${datasource}", "temporal-extauthz"}
+    assert uids.count("temporal-extauthz") == 1
 
 
 def test_the_panels_the_issue_lists_are_there() -> None:
