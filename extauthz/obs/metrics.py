@@ -213,8 +213,8 @@ class Metrics:
         self.unknown_paths = Counter(
             "extauthz_unknown_method_paths",
             "Checks denied as unknown_method, by path: Temporal gRPC paths by name (the first "
-            f"{UNKNOWN_PATH_CAP}; later ones count as path=\"other\"), HTTP API routes as "
-            f"\"{UNKNOWN_PATH_HTTP_API}\", anything else as \"{UNKNOWN_PATH_OTHER}\".",
+            f'{UNKNOWN_PATH_CAP}; later ones count as path="other"), HTTP API routes as '
+            f'"{UNKNOWN_PATH_HTTP_API}", anything else as "{UNKNOWN_PATH_OTHER}".',
             ["path"], registry=r)
         self.build_info = Gauge(
             "extauthz_build_info", "Always 1; the version of the running server.",

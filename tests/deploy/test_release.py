@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tarfile
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import helm_python as helm
@@ -62,7 +61,7 @@ def test_release_builds_the_three_artifacts_at_that_version(dist: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def clean_venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def clean_venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A new venv (no system site-packages) with the wheel installed from the package index."""
     venv = tmp_path_factory.mktemp("clean") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
@@ -71,7 +70,7 @@ def clean_venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     result = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", str(wheel)],
                             capture_output=True, text=True, timeout=600, check=False, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    yield venv
+    return venv
 
 
 def test_wheel_installs_into_a_clean_venv_and_runs(clean_venv: Path, tmp_path: Path) -> None:
