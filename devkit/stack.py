@@ -76,17 +76,6 @@ class StackConfig:
         return (self.host, port)
 
 
-def _tool(name: str) -> str:
-    """How to spell a venv tool in a copy-paste example (relative to the cwd when possible)."""
-    candidate = Path(sys.executable).parent / name
-    if not candidate.is_file():
-        return name
-    try:
-        return str(candidate.relative_to(Path.cwd()))
-    except ValueError:
-        return str(candidate)
-
-
 def _check_ports_free(config: StackConfig) -> None:
     taken = [
         f"{config.host}:{port} ({what})"
