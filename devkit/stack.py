@@ -342,8 +342,9 @@ def parser() -> argparse.ArgumentParser:
         parser.add_argument(f"--{name.replace('_', '-')}-port", type=int, default=default,
                             metavar="PORT", help=f"{what} (default: {default})")
     parser.add_argument("--transport", choices=["grpc", "http"], default=defaults.transport,
-                        help="Envoy's ext_authz protocol (docs/transports.md)")
-    parser.add_argument("--namespace", action="append", dest="namespaces",
+                        help="Envoy's ext_authz protocol (default: %(default)s; "
+                        "docs/transports.md)")
+    parser.add_argument("--namespace", action="append", dest="namespaces", metavar="NAME",
                         help="a namespace to create (repeatable; default: default, payroll)")
     parser.add_argument("--in-memory", action="store_true",
                         help="do not persist Temporal state in the state dir")
