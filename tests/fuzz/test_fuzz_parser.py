@@ -10,7 +10,7 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devkit.grpcframe import varint
+from devkit.grpcframe import frame, varint
 from extauthz import methods, wire
 from fuzz import reference
 
@@ -67,7 +67,7 @@ def test_framed_protobuf_shapes_raise_only_body_error(
     and a frame length that lies is always refused."""
     payload = gzip.compress(message) if flag else message
     declared = len(payload) + lie if len(payload) + lie >= 0 else 1
-    body = bytes([flag]) + declared.to_bytes(4, "big") + payload
+    body = frame(payload, flag, declared)
     try:
         wire.scan(wire.unframe(body, encoding), entry.plan)
     except wire.BodyError:
