@@ -165,10 +165,12 @@ def banner(config: StackConfig) -> str:
     """What runs where, and the tour to copy into a second shell (from the repository root)."""
     h = config.host
     steps = "\n".join(f"  {line}" if line else "" for line in tour(config).splitlines())
+    cli_default = " (the temporal CLI default)" if (h, config.envoy_port) == (
+        "127.0.0.1", 7233) else ""
     return f"""
 temporal-extauthz local stack is up (development only).
 
-  Envoy (authorized)    {h}:{config.envoy_port}   <- point clients here (the temporal CLI default)
+  Envoy (authorized)    {h}:{config.envoy_port}   <- point clients here{cli_default}
   Temporal frontend     {h}:{config.temporal_port}   (direct, NO authorization)
   Temporal HTTP API     {h}:{config.temporal_http_port}   (direct, NO authorization)
   Envoy internal        {h}:{config.internal_port}   (cluster-internal listener, NO authorization)
