@@ -203,20 +203,6 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def grpc_health_serving(target: str, service: str = "") -> bool:
-    """Whether ``target`` answers grpc.health.v1 Check with SERVING."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(target) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=service), timeout=1.0)
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
-# -- gRPC framing -------------------------------------------------------------------------------
-
-
 # -- the h2load load generator ------------------------------------------------------------------
 
 

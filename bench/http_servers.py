@@ -129,19 +129,6 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _wait_port(port: int, timeout: float = 30.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"port {port}")
-
-
 def load(port: int, seconds: float, rate: int, clients: int, headers: list[str],
          body: Path, prefix: str = "") -> int:
     """h2load at ``rate`` req/s over ``clients`` keep-alive HTTP/1.1 connections; 2xx count."""
@@ -180,7 +167,7 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).parent))
         serve(args.serve[0], int(args.serve[1]))
         return
-    from devkit.ports import free_ports
+    from devkit.ports import free_ports, wait_port
 
     names = args.only or ["httptools-protocol", "granian-rsgi", "granian-asgi",
                           "uvicorn-httptools", "extauthz-http"]
@@ -214,7 +201,7 @@ def main() -> None:
             proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
             try:
-                _wait_port(port)
+                wait_port("127.0.0.1", port)
                 if name == "extauthz-http":
                     from devkit.procs import http_get, wait_until
 

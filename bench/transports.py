@@ -18,10 +18,11 @@ import http.client
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from bench.common import LoadRequest, grpc_health_serving, python_module
+from bench.common import LoadRequest, python_module
 from bench.record import recorded_check, recorded_http_check
 from devkit import envoyconfig
 from devkit.grpcframe import frame
+from devkit.probes import grpc_health_serving
 
 Address = tuple[str, int]
 CHECK_PATH = "/envoy.service.auth.v3.Authorization/Check"

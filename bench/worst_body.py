@@ -43,7 +43,7 @@ from temporalio.api.enums.v1 import TaskQueueKind, command_type_pb2
 from temporalio.api.taskqueue.v1 import message_pb2 as taskqueue_pb2
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from devkit.grpcframe import frame
+from devkit.grpcframe import frame, varint
 from extauthz import wire
 
 WS = "/temporal.api.workflowservice.v1.WorkflowService/"
@@ -55,16 +55,6 @@ _STICKY = TaskQueueKind.TASK_QUEUE_KIND_STICKY
 
 
 # -- protobuf wire bytes ------------------------------------------------------------------------
-
-
-def varint(n: int) -> bytes:
-    """Protobuf base-128 varint."""
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def ld(number: int, payload: bytes) -> bytes:

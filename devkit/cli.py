@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
                    + ", ".join(ROLE_NAMES))
     t.add_argument("--claim", action="append", default=[], metavar="NAME=JSON",
                    help="an extra claim (value parsed as JSON, else a string)")
-    t.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    t.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default: 3600)")
     t.add_argument("--issuer", default=None,
                    help="dev issuer URL (default: $EXTAUTHZ_DEV_ISSUER_URL, else the local "
                    "stack's http://127.0.0.1:8899)")

@@ -12,7 +12,6 @@ Development and test code: not part of the shipped package.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -24,7 +23,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
 
 class StartupError(RuntimeError):
@@ -75,18 +74,6 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
             return int(resp.status), resp.read()
     except urllib.error.HTTPError as err:
         return int(err.code), err.read()
-
-
-def http_post_json(url: str, payload: Any, timeout: float = 5.0) -> Any:
-    """POST ``payload`` as JSON and return the decoded JSON answer (raises on non-2xx)."""
-    request = urllib.request.Request(  # noqa: S310 (loopback only)
-        url,
-        data=json.dumps(payload).encode(),
-        headers={"content-type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 (loopback only)
-        return json.loads(resp.read())
 
 
 # --------------------------------------------------------------------------------------------

@@ -76,17 +76,6 @@ class StackConfig:
         return (self.host, port)
 
 
-def _tool(name: str) -> str:
-    """How to spell a venv tool in a copy-paste example (relative to the cwd when possible)."""
-    candidate = Path(sys.executable).parent / name
-    if not candidate.is_file():
-        return name
-    try:
-        return str(candidate.relative_to(Path.cwd()))
-    except ValueError:
-        return str(candidate)
-
-
 def _check_ports_free(config: StackConfig) -> None:
     taken = [
         f"{config.host}:{port} ({what})"
@@ -176,10 +165,12 @@ def banner(config: StackConfig) -> str:
     """What runs where, and the tour to copy into a second shell (from the repository root)."""
     h = config.host
     steps = "\n".join(f"  {line}" if line else "" for line in tour(config).splitlines())
+    cli_default = " (the temporal CLI default)" if (h, config.envoy_port) == (
+        "127.0.0.1", 7233) else ""
     return f"""
 temporal-extauthz local stack is up (development only).
 
-  Envoy (authorized)    {h}:{config.envoy_port}   <- point clients here (the temporal CLI default)
+  Envoy (authorized)    {h}:{config.envoy_port}   <- point clients here{cli_default}
   Temporal frontend     {h}:{config.temporal_port}   (direct, NO authorization)
   Temporal HTTP API     {h}:{config.temporal_http_port}   (direct, NO authorization)
   Envoy internal        {h}:{config.internal_port}   (cluster-internal listener, NO authorization)
@@ -353,8 +344,9 @@ def parser() -> argparse.ArgumentParser:
         parser.add_argument(f"--{name.replace('_', '-')}-port", type=int, default=default,
                             metavar="PORT", help=f"{what} (default: {default})")
     parser.add_argument("--transport", choices=["grpc", "http"], default=defaults.transport,
-                        help="Envoy's ext_authz protocol (README: Choosing a transport)")
-    parser.add_argument("--namespace", action="append", dest="namespaces",
+                        help="Envoy's ext_authz protocol (default: %(default)s; "
+                        "docs/transports.md)")
+    parser.add_argument("--namespace", action="append", dest="namespaces", metavar="NAME",
                         help="a namespace to create (repeatable; default: default, payroll)")
     parser.add_argument("--in-memory", action="store_true",
                         help="do not persist Temporal state in the state dir")

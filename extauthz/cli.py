@@ -56,7 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help="YAML config file")
     c.add_argument("--policy", help="policy file (default: the config's policy_file)")
     c.add_argument("--explain", action="store_true",
-                   help="add an `explain` object: which binding or rule allowed or denied")
+                   help="add an `explain` object: every rule considered (deny rules, "
+                        "bindings, the permissions claim), whether it applied and why, and "
+                        "which one decided")
 
     v = sub.add_parser("validate", help="validate a config file and/or a policy file")
     v.add_argument("--config", help="YAML config file (its policy_file is validated too)")

@@ -27,7 +27,7 @@ from extauthz.config.settings import (
     TLSSettings,
     parse_host_port,
 )
-from extauthz.obs.tracing_config import TRACING_MODULES, TracingSettings, otel_proto_clash
+from extauthz.obs.tracing_config import TracingSettings
 from extauthz.yamlread import ConfigError
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "DEFAULT_LISTEN",
     "LOG_FORMATS",
     "LOG_LEVELS",
-    "TRACING_MODULES",
     "TRANSPORTS",
     "ConfigError",
     "Settings",
@@ -46,7 +45,6 @@ __all__ = [
     "check_tls",
     "from_mapping",
     "load",
-    "otel_proto_clash",
     "parse_host_port",
     "require_issuers",
 ]

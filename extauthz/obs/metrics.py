@@ -22,7 +22,7 @@ import platform
 import re
 import threading
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -374,10 +374,3 @@ def serve_metrics(host: str, port: int, registry: CollectorRegistry) -> tuple[An
 def mark_worker_dead(pid: int, path: str) -> None:
     """Drop the live gauges of a worker that exited."""
     multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
-
-
-def clean_multiprocess_dir(path: str, keep: Iterable[str] = ()) -> None:
-    """Remove the ``*.db`` files of a previous run."""
-    for name in os.listdir(path):
-        if name.endswith(".db") and name not in keep:
-            os.unlink(os.path.join(path, name))

@@ -54,7 +54,7 @@ import functools
 from collections.abc import Mapping
 
 from extauthz import methods
-from extauthz.model import Access, Method, Scope
+from extauthz.model import Access, Scope
 
 WORKER_METHODS = (
     "PollWorkflowTaskQueue",
@@ -391,9 +391,3 @@ def suggest(name: str) -> list[str]:
 
     names = sorted({e.method.name for e in methods.table().values()})
     return difflib.get_close_matches(name.rsplit("/", 1)[-1], names, n=3)
-
-
-def method_of(path: str) -> Method | None:
-    """The Method for a path, if known."""
-    entry = methods.table().get(path)
-    return entry.method if entry is not None else None

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from extauthz.model import Method, Reason, Target
 
 WT_VARINT, WT_I64, WT_LEN, WT_SGROUP, WT_EGROUP, WT_I32 = 0, 1, 2, 3, 4, 5
-# Budget units one request may spend (README, "Cost of one body"). A workflow task scheduling
-# 2,000 SDK-sized activities (Temporal's default cap on pending activities) spends ~98,000;
-# 120,000 leaves ~20% headroom and bounds any body to ~20-25 ms of CPU on a slow, shared core.
+# Budget units one request may spend (docs/measurements.md, "Cost of one body"). A workflow
+# task scheduling 2,000 SDK-sized activities (Temporal's default cap on pending activities)
+# spends ~98,000; 120,000 leaves ~20% headroom and bounds any body to ~20-25 ms of CPU on a
+# slow, shared core.
 DEFAULT_SCAN_BUDGET = 120_000
 # Budget units, calibrated so that one unit is about the CPU of skipping one two-byte field
-# (``python -m bench.worst_body``; README "Cost of one body"): a field the plan reads costs
+# (``python -m bench.worst_body``; docs/measurements.md): a field the plan reads costs
 # more than one it skips, entering a message (a call, two dicts) more still.
 FIELD_COST = 1  # a field skipped by its length
 WATCHED_COST = 3  # extra for a field the plan reads (or a member of its oneof)

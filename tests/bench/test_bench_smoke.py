@@ -1,7 +1,7 @@
 """The benchmark harness still runs: ``python -m bench --tiny`` (seconds, figures meaningless).
 
 Asserts only that it runs, in both transports (gRPC and HTTP ext_authz mode) in the same run, and
-writes the JSON schema the README table is made from; never speed.
+writes the JSON schema docs/measurements.md's tables are made from; never speed.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The Helm chart (helm/temporal-extauthz), rendered offline by the embedded Helm 4 of PyPI
 ``helm-python-sdk``: it lints strictly, every manifest validates with ``kubernetes-validate
---strict``, custom resources validate against ../shared/schemas, ``values.schema.json`` rejects
-typos, and the rendered objects have the properties the deployment guide promises."""
+--strict``, custom resources validate against the schemas vendored in tests/data/schemas,
+``values.schema.json`` rejects typos, and the rendered objects have the properties the
+deployment guide promises."""
 
 from __future__ import annotations
 

@@ -184,7 +184,8 @@ def test_dockerignore_keeps_the_context_small(tmp_path: Path) -> None:
 
 DEV_ONLY = ("devkit/", "bench/", "fuzz/", "envoy/")
 # modules of the development tooling (the dev issuer / token minter, the local stack): never shipped
-DEV_MODULES = ("devissuer.py", "procs.py", "stack.py", "envoyconfig.py")
+DEV_MODULES = ("issuer.py", "issuer_http.py", "tokens.py", "procs.py", "stack.py", "envoyconfig.py",
+               "components.py")
 
 
 def test_image_copies_no_development_tooling(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DEV_MODULES = ("devissuer.py", "procs.py", "stack.py", "envoyconfig.py")
+DEV_MODULES = ("issuer.py", "issuer_http.py", "tokens.py", "procs.py", "stack.py", "envoyconfig.py",
+               "components.py")
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from support.fakes import Decision, RecordingAuthz, RecordingHttpAuthz, Recordin
 
 from devkit import components, envoyconfig
 from devkit.components import EnvoyInstance, start_envoy
+from devkit.grpcframe import frame
 from devkit.ports import LOOPBACK, free_port
 
 Fakes = tuple[RecordingAuthz | RecordingHttpAuthz, RecordingUpstream, EnvoyInstance]
@@ -403,7 +404,7 @@ def test_whole_body_reaches_the_authorizer(fakes: Fakes) -> None:
     assert _call(envoy.target, "/a.B/C", payload) == grpc.StatusCode.OK
     (check,) = recorder.seen
     assert check.headers["x-envoy-auth-partial-body"] == "false"
-    assert check.raw_body == b"\x00" + len(payload).to_bytes(4, "big") + payload
+    assert check.raw_body == frame(payload)
     assert [len(c.body) for c in upstream.seen] == [len(payload)]
 
 
@@ -470,7 +471,7 @@ def test_one_mib_body_arrives_byte_exact(fakes: Fakes) -> None:
     assert _call(envoy.target, "/a.B/C", payload) == grpc.StatusCode.OK
     (check,) = recorder.seen
     assert check.headers["x-envoy-auth-partial-body"] == "false"
-    assert check.raw_body == b"\x00" + len(payload).to_bytes(4, "big") + payload
+    assert check.raw_body == frame(payload)
     assert [c.body for c in upstream.seen] == [payload]
 
 

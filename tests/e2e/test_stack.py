@@ -70,8 +70,14 @@ def test_stack_runs_checks_itself_and_stops_cleanly(tmp_path: Path, transport: s
             assert not port_open(LOOPBACK, port), f"port {port} still open after stop"
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            # the stack stops its components (each runs in its own session, so killing the
+            # stack alone would leave Temporal, Envoy, the issuer and extauthz running)
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _config(state: Path, ports: dict[str, int], transport: str) -> stack.StackConfig:

@@ -13,6 +13,7 @@ from google.rpc import code_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devkit.grpcframe import frame
 from extauthz import methods
 from fuzz import harness, reference
 
@@ -85,7 +86,7 @@ def _describe(namespace: str, token: str) -> external_auth_pb2.CheckRequest:
     req = external_auth_pb2.CheckRequest()
     http = req.attributes.request.http
     http.path, http.method = entry.method.path, "POST"
-    http.raw_body = b"\x00" + len(msg).to_bytes(4, "big") + msg
+    http.raw_body = frame(msg)
     http.headers.update({"content-type": "application/grpc", "authorization": f"Bearer {token}"})
     return req
 

@@ -10,6 +10,7 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devkit.grpcframe import frame, varint
 from extauthz import methods, wire
 from fuzz import reference
 
@@ -18,15 +19,6 @@ FUZZ = settings(max_examples=400, deadline=None, database=None,
 ENTRIES = sorted((e for e in methods.table().values() if e.request_type and e.plan),
                  key=lambda e: e.method.path)
 ENCODINGS = st.sampled_from([None, "gzip", "identity", "deflate", "GZIP", ""])
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 @st.composite
@@ -75,7 +67,7 @@ def test_framed_protobuf_shapes_raise_only_body_error(
     and a frame length that lies is always refused."""
     payload = gzip.compress(message) if flag else message
     declared = len(payload) + lie if len(payload) + lie >= 0 else 1
-    body = bytes([flag]) + declared.to_bytes(4, "big") + payload
+    body = frame(payload, flag, declared)
     try:
         wire.scan(wire.unframe(body, encoding), entry.plan)
     except wire.BodyError:

@@ -50,7 +50,7 @@ from devkit.components import (
     start_envoy,
     start_extauthz,
 )
-from devkit.grpcframe import frame
+from devkit.grpcframe import frame, varint
 from extauthz import methods
 from extauthz.model import Target
 from fuzz import reference
@@ -128,15 +128,6 @@ def _report(report_dir: Path) -> Iterator[None]:
 
 
 # ---- bodies ---------------------------------------------------------------------------------
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        out.append(low | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def ld(number: int, payload: bytes | str) -> bytes:

@@ -21,7 +21,7 @@ import pytest
 from extauthz.claims import ROLE_NAMES, ClaimMapper, ClaimMapping, validate_regex
 from extauthz.model import Role
 
-README = r"^(?P<namespace>[\w-]+)\.(?P<role>\w+)$"  # the README's example
+README = r"^(?P<namespace>[\w-]+)\.(?P<role>\w+)$"  # docs/configuration.md's example
 COLON = r"(?P<namespace>\w+):(?P<role>\w+)"
 
 # (pattern, permissions entry, Go's FindStringSubmatch: (namespace, role), or None: no match)

@@ -18,7 +18,7 @@ from temporalio.api.taskqueue.v1 import message_pb2 as taskqueue_pb2
 from temporalio.api.workflow.v1 import message_pb2 as workflow_pb2
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
-from devkit.grpcframe import frame
+from devkit.grpcframe import frame, varint
 from extauthz import methods, wire
 from extauthz.model import Reason
 
@@ -28,18 +28,6 @@ MiB = 1024 * 1024
 
 
 # --- hand-made protobuf wire bytes -----------------------------------------------------------
-
-def varint(n: int) -> bytes:
-    """Protobuf base-128 varint."""
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        if n:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
 
 def tag(number: int, wire_type: int) -> bytes:
     """A field key."""

@@ -26,7 +26,7 @@ from bench import worst_body as wb  # noqa: E402
 from devkit.grpcframe import frame  # noqa: E402
 
 MiB = 1024 * 1024
-# worst CPU ÷ normal measured at ~1,100-2,600 (README "Cost of one body"); the code before the
+# worst CPU ÷ normal measured at ~1,100-2,600 (docs/measurements.md); the code before the
 # per-field budget was 50,000-117,000. 3x headroom for a noisy shared machine.
 MAX_CPU_RATIO = 8_000
 # heap: the walk itself keeps almost nothing; an inflated message or a 4 MiB string is the body

@@ -127,7 +127,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
-{{/* The authz server's config file (README "Configuration"); chart-managed keys first. */}}
+{{/* The authz server's config file (docs/configuration.md); chart-managed keys first. */}}
 {{- define "extauthz.configFile" -}}
 {{- $v := .Values.extauthz }}
 {{- $cfg := dict "listen" (printf "0.0.0.0:%d" (int $v.port)) "workers" (int $v.workers) "log_level" $v.logLevel "log_format" $v.logFormat }}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,11 +13,6 @@ from devkit.issuer import DevIssuer
 from extauthz.auth.authenticator import Authenticator
 from extauthz.auth.types import AuthError, IssuerConfig
 from extauthz.model import Reason
-
-
-def b64url(data: bytes) -> str:
-    """Unpadded base64url."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 @dataclass

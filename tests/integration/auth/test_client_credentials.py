@@ -10,6 +10,7 @@ from typing import Any
 from support_auth import config_for, refused, running
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
+from devkit.grpcframe import frame
 from devkit.issuer import DevIssuer
 from extauthz import methods
 from extauthz.claims import ClaimMapping
@@ -30,7 +31,7 @@ def start(token: str, namespace: str) -> CheckInput:
     data = rr.StartWorkflowExecutionRequest(namespace=namespace,
                                             workflow_id="w").SerializeToString()
     headers = {"content-type": "application/grpc", "authorization": f"Bearer {token}"}
-    return CheckInput(START, headers, b"\0" + len(data).to_bytes(4, "big") + data)
+    return CheckInput(START, headers, frame(data))
 
 
 async def test_token_without_sub_maps_to_a_service_principal(dev: DevIssuer) -> None:

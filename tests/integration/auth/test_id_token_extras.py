@@ -15,6 +15,7 @@ import structlog
 from support_auth import config_for, running
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
+from devkit.grpcframe import frame
 from devkit.issuer import DevIssuer
 from extauthz import methods
 from extauthz.model import CheckInput, Decision, Reason
@@ -41,7 +42,7 @@ def _call(path: str, access: str, id_token: str | None) -> CheckInput:
                "x-request-id": "r-1"}
     if id_token is not None:
         headers["authorization-extras"] = id_token  # bare, as the Web UI sends it
-    return CheckInput(path, headers, b"\0" + len(data).to_bytes(4, "big") + data)
+    return CheckInput(path, headers, frame(data))
 
 
 def _id_token(dev: DevIssuer, sub: str = "u-alice", **claims: Any) -> str:

@@ -6,16 +6,16 @@ import asyncio
 import base64
 import json
 import secrets
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support_auth import FakeClock, b64url, config_for, refused, running
+from support_auth import FakeClock, config_for, refused, running
 
 from devkit.issuer import DevIssuer
-from devkit.tokens import generate_key
+from devkit.ports import free_port
+from devkit.tokens import b64url, generate_key
 from extauthz.auth.authenticator import Authenticator
 from extauthz.auth.types import AuthError, IssuerConfig
 from extauthz.model import Reason
@@ -24,13 +24,6 @@ from extauthz.model import Reason
 QUIET: dict[str, Any] = {"refresh_interval_seconds": 3600.0,
                          "min_refresh_interval_seconds": 3600.0,
                          "max_refresh_interval_seconds": 3600.0}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_discovery_then_jwks_are_fetched_once_at_start(fresh_dev: DevIssuer) -> None:

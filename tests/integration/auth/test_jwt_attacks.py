@@ -14,9 +14,10 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from support_auth import b64url, config_for, refused, running
+from support_auth import config_for, refused, running
 
 from devkit.issuer import DevIssuer
+from devkit.tokens import b64url
 from extauthz.model import Reason
 
 

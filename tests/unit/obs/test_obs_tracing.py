@@ -30,6 +30,7 @@ from extauthz.obs.observer import Telemetry
 from extauthz.obs.spans import span_attributes, traces_url
 from extauthz.obs.tracecontext import TraceParent, parse_traceparent, parse_tracestate
 from extauthz.obs.tracing import start_tracing
+from extauthz.obs.tracing_config import otel_proto_clash
 from extauthz.obs.tracing_otel import CheckTracer
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -349,6 +350,6 @@ def test_the_xds_protos_copy_of_otel_proto_is_a_config_error_with_the_fix(tmp_pa
 
 def test_this_environment_has_opentelemetry_protos_own_files() -> None:
     """The test environment (./dev test restores them after installing) loads the exporter."""
-    assert config.otel_proto_clash() is None
+    assert otel_proto_clash() is None
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     assert OTLPSpanExporter is not None
