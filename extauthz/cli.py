@@ -50,9 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--request", help="the request message in protobuf JSON form "
                    "(WorkflowService and OperatorService methods; the server reads no body for "
                    "AdminService, the health check or an unknown method, so it is ignored there)")
-    who = c.add_mutually_exclusive_group(required=True)
+    who = c.add_mutually_exclusive_group()
     who.add_argument("--claims", help="verified claims as JSON (no signature is checked)")
     who.add_argument("--token", help="a JWT, verified against the configured issuers")
+    c.add_argument("--spiffe", metavar="ID", help="the client certificate's SPIFFE ID (URI "
+                   "SAN), as Envoy verified it; with or without --claims/--token (docs/mesh.md)")
+    c.add_argument("--x509-subject", metavar="DN", help="the client certificate's subject DN "
+                   "(RFC 4514, e.g. CN=worker,O=acme)")
+    c.add_argument("--dns", metavar="NAME", action="append", default=[],
+                   help="a DNS SAN of the client certificate (repeatable)")
     c.add_argument("--config", help="YAML config file")
     c.add_argument("--policy", help="policy file (default: the config's policy_file)")
     c.add_argument("--explain", action="store_true",
@@ -153,10 +159,19 @@ def _check(args: argparse.Namespace) -> int:
     claims = _json_arg(args.claims, "--claims") if args.claims is not None else None
     if claims is not None and not isinstance(claims, dict):
         raise UsageError("--claims must be a JSON object")
+    certificate = None
+    if args.spiffe or args.x509_subject or args.dns:
+        from extauthz.peers import CertFields
+
+        certificate = CertFields(uris=(args.spiffe,) if args.spiffe else (),
+                                 dns=tuple(args.dns), subject=args.x509_subject or "")
+    if claims is None and args.token is None and certificate is None:
+        raise UsageError("say who calls: --claims or --token, and/or a client certificate "
+                         "(--spiffe, --x509-subject, --dns)")
     try:
         decision, explained = asyncio.run(decide_explained(
             args.method, request, claims=claims, token=args.token, config_path=args.config,
-            policy_path=args.policy, explain=args.explain))
+            policy_path=args.policy, explain=args.explain, certificate=certificate))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     out: dict[str, Any] = {"allowed": decision.allowed, "code": str(decision.reason),

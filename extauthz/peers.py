@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from extauthz.model import PeerIdentity, Reason
+from extauthz.model import PeerIdentity, Principal, Reason
 
 FIELDS = ("spiffe", "subject", "dns")
 XFCC_HEADER = "x-forwarded-client-cert"
@@ -106,6 +106,25 @@ def identify(cert: CertFields, settings: PeerSettings) -> PeerIdentity:
         subject=cert.subject if "subject" in settings.fields else "",
         dns=cert.dns if "dns" in settings.fields else (),
     )
+
+
+def certificate_principal(peer: PeerIdentity) -> Principal:
+    """The principal a certificate alone names: kind ``service``, no claims, no roles; its
+    issuer is ``spiffe://<trust domain>`` when a SPIFFE ID names it, else ``x509``."""
+    issuer = (f"spiffe://{peer.trust_domain}" if peer.spiffe_id and peer.name == peer.spiffe_id
+              else X509_ISSUER)
+    return Principal(subject=peer.name, issuer=issuer, kind="service", peer=peer)
+
+
+def xfcc_of(cert: CertFields) -> str:
+    """The ``x-forwarded-client-cert`` element Envoy would set for ``cert`` (offline checks)."""
+    def quoted(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    parts = [f"Subject={quoted(cert.subject)}"] if cert.subject else []
+    parts += [f"URI={u}" for u in cert.uris]
+    parts += [f"DNS={d}" for d in cert.dns]
+    return ";".join(parts)
 
 
 def parse_xfcc(value: str) -> CertFields:

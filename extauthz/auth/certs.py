@@ -16,10 +16,10 @@ from cryptography import x509
 
 from extauthz.model import PeerEvidence, PeerIdentity, Principal, Reason
 from extauthz.peers import (
-    X509_ISSUER,
     CertFields,
     PeerError,
     PeerSettings,
+    certificate_principal,
     fields_of_principal,
     identify,
     parse_xfcc,
@@ -76,8 +76,7 @@ class PeerIdentifier:
         """The principal a certificate alone names: kind ``service``, no claims, no roles."""
         hit = self._principals.get(peer)
         if hit is None:
-            issuer = f"spiffe://{peer.trust_domain}" if peer.name == peer.spiffe_id else X509_ISSUER
-            hit = Principal(subject=peer.name, issuer=issuer, kind="service", peer=peer)
+            hit = certificate_principal(peer)
             if len(self._principals) >= _CACHE_ENTRIES:
                 self._principals.clear()
             self._principals[peer] = hit
