@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="validate a config file and/or a policy file")
     v.add_argument("--config", help="YAML config file (its policy_file is validated too)")
     v.add_argument("--policy", help="policy file")
+    v.add_argument("--envoy", help="the Envoy config in front of the server: with "
+                   "peer_identity on, check that it terminates client TLS and vouches for the "
+                   "certificate (docs/mesh.md)")
 
     tt = sub.add_parser("test", help="run a table of expected decisions against a policy")
     tt.add_argument("file", help="the table (YAML; see docs/policy.md)")
@@ -124,6 +127,9 @@ def _validate(args: argparse.Namespace) -> int:
         out.update({"config": str(args.config),
                     "issuers": [i.issuer for i in settings.issuers]})
         policy_path = policy_path or settings.policy_file or None
+        out["peer_identity"] = _validate_peer(settings, args.envoy)
+    elif args.envoy:
+        raise UsageError("--envoy needs --config (its peer_identity and transport)")
     if policy_path:
         policy = load_file(policy_path)
         out["policy"] = {"file": str(policy_path), "digest": policy.digest,
@@ -134,6 +140,34 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps(out))
     return 0
+
+
+def _validate_peer(settings: Any, envoy: str | None) -> dict[str, Any]:
+    """The peer_identity verdict: off, on and checked against ``envoy``, or on and unchecked
+    (a warning). An Envoy that does not terminate and require client TLS is an error."""
+    from extauthz.config.peer import envoy_problems
+    from extauthz.yamlread import read_bytes, read_yaml
+
+    peer = settings.peer_identity
+    out: dict[str, Any] = {"enabled": peer.enabled}
+    if not peer.enabled:
+        return out
+    out.update({"fields": list(peer.fields), "trust_domains": list(peer.trust_domains)})
+    if envoy is None:
+        print("warning: peer_identity is on: a client certificate is a credential, which is "
+              "only sound when the Envoy in front terminates the client's TLS and requires "
+              "certificates (pass --envoy FILE to check it; docs/mesh.md)", file=sys.stderr)
+        return out
+    from pathlib import Path
+
+    doc = read_yaml(read_bytes(Path(envoy), ConfigError, ""), envoy)
+    transport = "http" if settings.transport == "http" else "grpc"
+    problems = envoy_problems(doc, transport)
+    if problems:
+        raise ConfigError(f"{envoy}: peer_identity is on ({settings.source}) but this Envoy "
+                          "cannot vouch for client certificates: " + "; ".join(problems))
+    out["envoy"] = envoy
+    return out
 
 
 def _test(args: argparse.Namespace) -> int:

@@ -48,3 +48,76 @@ def read_peer_identity(r: Reader, base: PeerSettings) -> PeerSettings:
         raise p.error("trust_domains", "required when fields has spiffe: the SPIFFE trust "
                       "domains whose certificates are accepted (e.g. [cluster.local])")
     return settings
+
+
+def envoy_problems(doc: object, transport: str) -> list[str]:
+    """Why an Envoy config cannot back ``peer_identity`` (empty: it can), read from the YAML.
+
+    The identity means "the certificate this Envoy verified": every listener that runs the
+    ext_authz filter must terminate the client's TLS and require a client certificate, set
+    x-forwarded-client-cert itself (SANITIZE_SET), and hand the certificate to the authz server
+    (gRPC: include_peer_certificate; HTTP: x-forwarded-client-cert in allowed_headers).
+    """
+    listeners = _get(_get(doc, "static_resources"), "listeners")
+    if not isinstance(listeners, list):
+        return ["no static_resources.listeners: cannot tell whether Envoy terminates client TLS"]
+    problems: list[str] = []
+    checked = 0
+    for item in listeners:
+        name = str(_get(item, "name") or "?")
+        for chain in _list(_get(item, "filter_chains")):
+            hcm, authz = _hcm_and_ext_authz(chain)
+            if authz is None:
+                continue
+            checked += 1
+            where = f"listener {name!r}"
+            tls = _get(_get(chain, "transport_socket"), "typed_config")
+            if not isinstance(tls, dict) or "DownstreamTlsContext" not in str(tls.get("@type")):
+                problems.append(f"{where} does not terminate the client's TLS: the certificate "
+                                "identity would not be this Envoy's to vouch for; turn "
+                                "peer_identity off or use envoy/envoy-mtls.yaml")
+                continue
+            if tls.get("require_client_certificate") is not True:
+                problems.append(f"{where}: require_client_certificate is not true")
+            if _get(hcm, "forward_client_cert_details") != "SANITIZE_SET":
+                problems.append(f"{where}: forward_client_cert_details must be SANITIZE_SET (a "
+                                "client-sent x-forwarded-client-cert must never pass)")
+            problems += _handover(where, authz, transport)
+    if not checked:
+        problems.append("no listener runs the ext_authz filter")
+    return problems
+
+
+def _handover(where: str, authz: dict[str, object], transport: str) -> list[str]:
+    if "grpc_service" in authz:
+        if transport == "http":
+            return [f"{where}: ext_authz uses gRPC but the server's transport is http"]
+        if authz.get("include_peer_certificate") is not True:
+            return [f"{where}: include_peer_certificate is not true (only the SPIFFE ID or "
+                    "subject of attributes.source.principal reaches the server)"]
+        return []
+    patterns = _list(_get(_get(_get(authz, "http_service"), "authorization_request"),
+                          "allowed_headers"))
+    patterns = patterns or _list(_get(_get(authz, "allowed_headers"), "patterns"))
+    if not any(_get(p, "exact") == "x-forwarded-client-cert" for p in patterns):
+        return [f"{where}: x-forwarded-client-cert is not in the ext_authz allowed_headers, so "
+                "the HTTP authz server never sees the certificate"]
+    return []
+
+
+def _hcm_and_ext_authz(chain: object) -> tuple[object, dict[str, object] | None]:
+    for f in _list(_get(chain, "filters")):
+        hcm = _get(f, "typed_config")
+        for http_filter in _list(_get(hcm, "http_filters")):
+            typed = _get(http_filter, "typed_config")
+            if "ExtAuthz" in str(_get(typed, "@type")) and isinstance(typed, dict):
+                return hcm, typed
+    return None, None
+
+
+def _get(value: object, key: str) -> object:
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def _list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
