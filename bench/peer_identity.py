@@ -1,0 +1,99 @@
+"""Micro-benchmark: µs per pipeline check for a certificate caller against a cached token, in the
+same run (ratios, not absolute numbers, are the result).
+
+Run: ``.venv/bin/python -m bench.peer_identity``.
+
+Cases, each a StartWorkflowExecution on its allowed queue through ``Pipeline.check`` with the
+policy engine: a token already verified (the verifier's cache hit: baseline); a certificate
+alone in gRPC mode (URL-encoded PEM of ``include_peer_certificate``), memoised; the same
+certificate's memo miss alone (a PEM parse and the identity rules: what the first call of a
+new certificate adds); the HTTP mode's x-forwarded-client-cert element; a token and a
+certificate together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from urllib.parse import quote
+
+import yaml
+from temporalio.api.taskqueue.v1 import message_pb2 as taskqueue_pb2
+from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
+
+from devkit.grpcframe import frame
+from extauthz import methods
+from extauthz.auth.certs import fields_of_pem
+from extauthz.auth.types import IssuerConfig, VerifiedToken
+from extauthz.model import CheckInput, PeerEvidence
+from extauthz.peers import PeerSettings, identify
+from extauthz.pipeline import Pipeline
+from extauthz.rules.document import compile_policy
+from extauthz.rules.engine import Engine
+from tests.support.meshpki import MeshCA, cn
+
+SPIFFE = "spiffe://cluster.local/ns/billing/sa/billing-worker"
+POLICY = """
+bindings:
+  - name: billing
+    match: [{spiffe: ["spiffe://cluster.local/ns/billing/sa/*"]}, {subject: [alice]}]
+    roles: [worker, write]
+    namespaces: [default]
+    task_queues: ["billing-*"]
+"""
+START = f"/{methods.WORKFLOW_SERVICE}/StartWorkflowExecution"
+
+
+class CachedVerifier:
+    """The verifier's cache hit: one VerifiedToken object handed back."""
+
+    def __init__(self) -> None:
+        self.verified = VerifiedToken(IssuerConfig("https://idp.example"), {"sub": "alice"},
+                                      time.time() + 3600)
+
+    async def verify(self, token: str) -> VerifiedToken:
+        return self.verified
+
+
+async def per_check(pipeline: Pipeline, req: CheckInput, n: int) -> float:
+    assert (await pipeline.check(req)).allowed
+    t0 = time.perf_counter()
+    for _ in range(n):
+        await pipeline.check(req)
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+async def main(n: int = 20_000) -> None:
+    engine = Engine(compile_policy(yaml.safe_load(POLICY), "bench.yaml"))
+    peers = PeerSettings(enabled=True, fields=("spiffe", "subject"),
+                         trust_domains=("cluster.local",))
+    body = frame(rr.StartWorkflowExecutionRequest(
+        namespace="default", workflow_id="w",
+        task_queue=taskqueue_pb2.TaskQueue(name="billing-1")).SerializeToString())
+    grpc_h = {"content-type": "application/grpc"}
+    pem = quote(MeshCA("ca").issue(cn("billing-worker"), uris=[SPIFFE]).cert.decode())
+    token = CheckInput(START, {**grpc_h, "authorization": "Bearer t"}, body)
+    cert = CheckInput(START, grpc_h, body, peer=PeerEvidence(certificate=pem, principal=SPIFFE))
+    xfcc = CheckInput(START, grpc_h, body,
+                      peer=PeerEvidence(xfcc=f'Hash=ab;Subject="CN=billing-worker";URI={SPIFFE}'))
+    both = CheckInput(START, {**grpc_h, "authorization": "Bearer t"}, body,
+                      peer=PeerEvidence(certificate=pem, principal=SPIFFE))
+    base = await per_check(Pipeline(CachedVerifier(), engine), token, n)
+    rows = [("token (cached), peer_identity off", base)]
+    on = Pipeline(CachedVerifier(), engine, peers=peers)
+    rows.append(("token (cached), peer_identity on", await per_check(on, token, n)))
+    rows.append(("certificate alone, gRPC PEM (memoised)", await per_check(on, cert, n)))
+    rows.append(("certificate alone, HTTP XFCC (memoised)", await per_check(on, xfcc, n)))
+    rows.append(("token + certificate (memoised)", await per_check(on, both, n)))
+    cold = 2000
+    t0 = time.perf_counter()
+    for _ in range(cold):  # what a memo miss adds: the PEM parse and the identity rules
+        identify(fields_of_pem(pem), peers)
+    rows.append(("memo miss alone: PEM parse + identity rules",
+                 (time.perf_counter() - t0) / cold * 1e6))
+    for name, us in rows:
+        print(f"{name:44} {us:7.2f} µs/check   {us / base:5.2f}x baseline")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
