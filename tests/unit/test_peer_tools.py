@@ -131,3 +131,12 @@ def test_validate_refuses_peer_identity_behind_an_envoy_that_is_not_the_terminat
     assert mtls.returncode == 0, mtls.stderr
     unchecked = _run("validate", "--config", "c.yaml", cwd=tmp_path)
     assert unchecked.returncode == 0 and "--envoy" in unchecked.stderr
+
+
+def test_the_mesh_example_policy_passes_its_table(repo_root: Path) -> None:
+    """examples/mesh-policy.yaml (humans by token, workers by SPIFFE ID, both at once) decides
+    every case of examples/mesh-policy.tests.yaml as written."""
+    policy, results = run_file(repo_root / "examples" / "mesh-policy.tests.yaml")
+    text, ok = report(policy, results)
+    assert ok, text
+    assert len(results) >= 12
