@@ -127,7 +127,9 @@ def _validate(args: argparse.Namespace) -> int:
         out.update({"config": str(args.config),
                     "issuers": [i.issuer for i in settings.issuers]})
         policy_path = policy_path or settings.policy_file or None
-        out["peer_identity"] = _validate_peer(settings, args.envoy)
+        peer = _validate_peer(settings, args.envoy)
+        if peer["enabled"]:  # off (the default): the output stays as it always was
+            out["peer_identity"] = peer
     elif args.envoy:
         raise UsageError("--envoy needs --config (its peer_identity and transport)")
     if policy_path:

@@ -22,6 +22,7 @@ from extauthz.auth.types import AuthError, IssuerConfig, VerifiedToken
 from extauthz.config import ConfigError, from_mapping
 from extauthz.config.peer import envoy_problems
 from extauthz.model import CheckInput, PeerEvidence, Reason, Target
+from extauthz.obs.audit import event_fields
 from extauthz.peers import (
     CertFields,
     PeerError,
@@ -245,6 +246,17 @@ async def test_token_and_certificate_need_each_other_where_a_rule_asks_for_both(
     assert token_only.reason is Reason.PERMISSION_DENIED
     cert_only = await _pipeline().check(_req(ops_cert))
     assert cert_only.reason is Reason.PERMISSION_DENIED
+
+
+async def test_the_audit_event_names_the_certificate_beside_the_token() -> None:
+    """A token+certificate decision's audit event has the token's subject and the
+    certificate's identity; a token-only one has no peer."""
+    ops_cert = PeerEvidence(principal="spiffe://cluster.local/ns/ops/sa/tool")
+    both = await _pipeline().check(_req(ops_cert, "ops-token"))
+    fields = event_fields(None, both, 0.001)
+    assert (fields["subject"], fields["peer"]) == ("olga", "spiffe://cluster.local/ns/ops/sa/tool")
+    assert event_fields(None, await _pipeline().check(_req(None, "ops-token")), 0.001)[
+        "peer"] is None
 
 
 async def test_a_bad_token_never_falls_back_to_the_certificate() -> None:
