@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helmchart import RELEASE, envoy_config, envoy_files, find, manifests, one
+from helmchart import RELEASE, envoy_config, envoy_files, find, manifests, notes, one
 
 from devkit import envoyconfig
 from extauthz.config import from_mapping
@@ -71,6 +71,8 @@ def test_istio_mode_renders_strict_mtls_for_the_frontend() -> None:
     assert peer_auth["spec"]["mtls"] == {"mode": "STRICT"}
     policy = one(docs, "AuthorizationPolicy")
     assert peer_auth["spec"]["selector"] == policy["spec"]["selector"]
+    assert "attributes.source.principal" in notes(
+        {"extauthz": {"oidc": OIDC}, "mode": "istio", "peerIdentity": {"enabled": True}})
     no_strict = manifests({"extauthz": {"oidc": OIDC}, "mode": "istio",
                            "peerIdentity": {"enabled": True, "istioStrictMtls": False}})
     assert find(no_strict, "PeerAuthentication") == []

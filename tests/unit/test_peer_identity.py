@@ -12,6 +12,8 @@ import pytest
 import yaml
 from cryptography.x509.oid import NameOID
 from envoy.service.auth.v3 import external_auth_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.meshpki import MeshCA
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
@@ -86,6 +88,31 @@ def test_xfcc_round_trips_through_the_offline_encoder() -> None:
     """What `extauthz check` sends as a certificate parses back to the same fields."""
     cert = CertFields(uris=(BILLING,), dns=("a",), subject='CN=x\\y,O="q"')
     assert parse_xfcc(xfcc_of(cert)) == cert
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from('URIDNSubjectHash=;,"\\ abc/:'), max_size=80))
+def test_any_xfcc_text_parses_or_is_malformed_peer(value: str) -> None:
+    """Whatever a header holds, the parser returns fields or raises PeerError: never another
+    exception (nothing crashes)."""
+    try:
+        parse_xfcc(value)
+    except PeerError as exc:
+        assert exc.reason is Reason.MALFORMED_PEER
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=30), max_size=3), st.lists(st.text(max_size=20), max_size=3),
+       st.text(max_size=40))
+def test_any_certificate_fields_give_an_identity_or_a_peer_error(
+        uris: list[str], dns: list[str], subject: str) -> None:
+    """identify() on arbitrary fields returns an identity or a PeerError, and an identity it
+    returns always carries a name."""
+    try:
+        got = identify(CertFields(tuple(uris), tuple(dns), subject), ON)
+    except PeerError:
+        return
+    assert got.name
 
 
 # ---- SPIFFE IDs and globs ----------------------------------------------------------------
