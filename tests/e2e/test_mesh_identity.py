@@ -12,12 +12,14 @@ its HTTP one (the ``x-forwarded-client-cert`` Envoy sets with SANITIZE_SET).
 from __future__ import annotations
 
 import gzip
+import ssl
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.x509.oid import NameOID
 from support.meshpki import Leaf, MeshCA, RawAnswer, cn, raw_grpc
@@ -376,3 +378,35 @@ def test_over_limit_body_is_never_allowed(mesh: Mesh) -> None:
     request.identity = "x" * (4 * 1024 * 1024 + 64)
     answer = mesh.raw("billing", frame(request.SerializeToString()))
     assert answer.status not in (0, None), answer
+
+
+# ---- Temporal's HTTP API on the same mTLS listener -----------------------------------------
+
+
+def _https(mesh: Mesh, who: str, forged: bool = False) -> httpx.Client:
+    headers = dict(FORGED) if forged else {}
+    return httpx.Client(base_url=f"https://localhost:{mesh.envoy.listen[1]}",
+                        verify=ssl_context(mesh, who), headers=headers, timeout=10)
+
+
+def ssl_context(mesh: Mesh, who: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(mesh.certs / "ca.pem"))
+    context.load_cert_chain(str(mesh.certs / f"{who}.crt"), str(mesh.certs / f"{who}.key"))
+    return context
+
+
+def test_http_api_takes_the_certificate_too(mesh: Mesh) -> None:
+    """A GET of Temporal's HTTP API with the billing certificate and no token is allowed in its
+    namespace and refused in payroll (403, with the SPIFFE ID); another workload's certificate
+    with headers claiming the billing identity is refused."""
+    with _https(mesh, "billing") as client:
+        ok = client.get("/api/v1/namespaces/default")
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["namespaceInfo"]["name"] == "default"
+        refused = client.get("/api/v1/namespaces/payroll")
+        assert refused.status_code == 403
+        assert BILLING in refused.text
+    with _https(mesh, "other", forged=True) as client:
+        forged = client.get("/api/v1/namespaces/default")
+        assert forged.status_code == 403
+        assert OTHER in forged.text
