@@ -160,6 +160,9 @@ class PeerEvidence:
     certificate: str = ""
     principal: str = ""
     xfcc: str = ""
+    # the Envoy listener that verified it, as that listener labels its checks (gRPC:
+    # context_extensions["extauthz-listener"]; HTTP: the x-extauthz-listener header Envoy adds)
+    listener: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from google.protobuf import json_format, message_factory
@@ -155,8 +156,8 @@ def _peer_settings(settings: config.Settings, config_path: str | None,
     every field and the certificate's own trust domain (the policy alone is tested)."""
     if certificate is None:
         return None
-    if settings.peer_identity.enabled:
-        return settings.peer_identity
+    if settings.peer_identity.enabled:  # offline there is no listener to label the call
+        return replace(settings.peer_identity, listeners=())
     if config_path:
         raise ValueError(f"{config_path}: peer_identity is off, so the server ignores client "
                          "certificates; turn it on (docs/mesh.md) or drop the certificate")

@@ -19,6 +19,9 @@ from extauthz.model import PeerIdentity, Principal, Reason
 
 FIELDS = ("spiffe", "subject", "dns")
 XFCC_HEADER = "x-forwarded-client-cert"
+# how a listener labels its checks: a gRPC context extension, an HTTP header Envoy adds
+LISTENER_KEY = "extauthz-listener"
+LISTENER_HEADER = "x-extauthz-listener"
 X509_ISSUER = "x509"  # the issuer a decision reports for a certificate without a SPIFFE ID
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]+")
 _PATH_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
@@ -32,6 +35,12 @@ class PeerSettings:
     enabled: bool = False
     fields: tuple[str, ...] = ("spiffe",)
     trust_domains: tuple[str, ...] = ()
+    # the Envoy listeners whose certificates count (their label); empty: every listener
+    listeners: tuple[str, ...] = ()
+
+    def counts(self, listener: str) -> bool:
+        """Whether a certificate verified by ``listener`` is a credential here."""
+        return not self.listeners or listener in self.listeners
 
 
 class PeerError(ValueError):

@@ -71,7 +71,7 @@ class Pipeline:
     async def _decide(self, req: CheckInput) -> Decision:
         """The phases in order; the first that returns a decision ends the check."""
         call = attributes.read(req, self._http_api, self._max_message_bytes,
-                               self._authn.peers_on)
+                               self._authn.peers)
         if isinstance(call, Decision):
             return call
         principal = await self._authn.principal_of(call)

@@ -7,6 +7,8 @@ peer_identity:
                                 # spiffe (the spiffe:// URI SAN), subject (the DN), dns
   trust_domains: [cluster.local]  # SPIFFE trust domains accepted (required with spiffe);
                                   # removing one revokes every certificate of it
+  listeners: [mesh]             # optional: only certificates from these Envoy listeners count
+                                # (the label a listener puts on its checks); default: every one
 ```
 
 Only safe when the Envoy in front terminates the client's TLS and requires client certificates
@@ -27,6 +29,7 @@ def read_peer_identity(r: Reader, base: PeerSettings) -> PeerSettings:
         enabled=p.get("enabled", bool, base.enabled),
         fields=fields,
         trust_domains=p.strings("trust_domains", base.trust_domains),
+        listeners=p.strings("listeners", base.listeners),
     )
     p.done()
     if not fields:
@@ -35,6 +38,9 @@ def read_peer_identity(r: Reader, base: PeerSettings) -> PeerSettings:
         if name not in FIELDS:
             raise p.error("fields", f"[{i}] {name!r} is not a certificate field; use "
                           f"{', '.join(FIELDS)}")
+    if any(not name.strip() for name in settings.listeners):
+        raise p.error("listeners", "an empty listener name; use the label the Envoy listener "
+                      "puts on its checks (docs/mesh.md)")
     if len(set(fields)) != len(fields):
         raise p.error("fields", "a field is listed twice")
     for i, domain in enumerate(settings.trust_domains):

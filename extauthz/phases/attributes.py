@@ -23,6 +23,7 @@ from extauthz.model import (
     Target,
 )
 from extauthz.model import quote as q
+from extauthz.peers import PeerSettings
 
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 # the Temporal Web UI forwards the user's ID token here (the access token is in authorization)
@@ -50,11 +51,12 @@ class Call(NamedTuple):
 
 
 def read(req: CheckInput, router: httpapi.Router | None, max_body_bytes: int,
-         peers: bool = False) -> Call | Decision:
+         peers: PeerSettings | None = None) -> Call | Decision:
     """The call to judge, or the decision that ends the check before authentication.
 
     ``router`` is None when the HTTP API is off; ``max_body_bytes`` bounds an HTTP API body;
-    ``peers``: the client certificate (``req.peer``) is a credential (peer_identity on).
+    ``peers``: the peer_identity settings when on: the client certificate (``req.peer``) is a
+    credential if its listener counts.
     """
     entry = methods.lookup(req.path)
     if entry is None or req.method != "POST":
@@ -73,7 +75,7 @@ def read(req: CheckInput, router: httpapi.Router | None, max_body_bytes: int,
 
 
 def _read_http_api(req: CheckInput, router: httpapi.Router,
-                   max_body_bytes: int, peers: bool) -> Call | Decision:
+                   max_body_bytes: int, peers: PeerSettings | None) -> Call | Decision:
     """A call of Temporal's HTTP API: the same reading as a gRPC call, for its gRPC method."""
     try:
         route = router.match(req.method, req.path)
@@ -94,14 +96,15 @@ def _read_http_api(req: CheckInput, router: httpapi.Router,
 
 
 def _with_token(entry: methods.MethodEntry, req: CheckInput,
-                route: httpapi.Route | None, peers: bool) -> Call | Decision:
+                route: httpapi.Route | None, peers: PeerSettings | None) -> Call | Decision:
     header = req.headers.get("authorization")
-    peer = req.peer if peers else None
+    peer = req.peer if peers is not None and req.peer is not None and peers.counts(
+        req.peer.listener) else None
     if peer is not None and (header is None or not header.strip()):
         return Call(entry.method, entry, "", route, peer)  # the certificate alone
     token = bearer_token(header)
     if isinstance(token, Decision):
-        if peers and token.reason is Reason.MISSING_TOKEN:
+        if peers is not None and token.reason is Reason.MISSING_TOKEN:
             return Decision.deny(Reason.MISSING_TOKEN, NO_CREDENTIAL,
                                  status=STATUS_UNAUTHENTICATED, target=Target(entry.method))
         return replace(token, target=Target(entry.method))

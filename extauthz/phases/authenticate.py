@@ -49,9 +49,9 @@ class Authentication:
         self._extras_log = LogLimiter()
 
     @property
-    def peers_on(self) -> bool:
-        """Whether a client certificate is a credential (peer_identity.enabled)."""
-        return self._peers is not None
+    def peers(self) -> PeerSettings | None:
+        """The peer_identity settings when a client certificate is a credential, else None."""
+        return self._peers.settings if self._peers is not None else None
 
     async def principal_of(self, call: Call) -> Principal | Decision:
         """The caller, or the denial of its token or certificate (a cache hit does not suspend).

@@ -40,6 +40,15 @@ def test_standalone_variant_passes_validates_own_envoy_check(transport: str) -> 
     assert envoy_problems(config, transport) == []
     tls = envoyconfig.downstream_tls(config)
     assert tls["require_client_certificate"] is True
+    hcm = envoyconfig.http_connection_manager(envoyconfig.listener(config, "external"))
+    authz = envoyconfig.ext_authz_filter(config)
+    if transport == "grpc":
+        assert hcm["route_config"]["virtual_hosts"][0]["typed_per_filter_config"][
+            envoyconfig.EXT_AUTHZ_FILTER]["check_settings"]["context_extensions"] == {
+            "extauthz-listener": "external"}
+    else:
+        assert {"key": "x-extauthz-listener", "value": "external"} in authz["http_service"][
+            "authorization_request"]["headers_to_add"]
     ca = yaml.safe_load(envoy_files(values)["sds-listener-client-ca.yaml"])
     assert ca["resources"][0]["validation_context"]["trusted_ca"]["filename"].endswith("/ca.crt")
     server = _server_config(values)

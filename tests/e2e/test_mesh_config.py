@@ -25,8 +25,8 @@ def _load(repo_root: Path, name: str) -> dict[str, Any]:
 
 def test_mtls_variant_is_the_plain_config_plus_client_tls(repo_root: Path,
                                                           transport: str) -> None:
-    """Removing the downstream TLS, the XFCC settings and the certificate hand-over from the
-    mTLS variant gives back the plain config, byte for byte as data."""
+    """Removing the downstream TLS, the XFCC settings, the certificate hand-over and the
+    listener label from the mTLS variant gives back the plain config, byte for byte as data."""
     mtls = _load(repo_root, MTLS[transport])
     plain = _load(repo_root, PLAIN[transport])
     stripped = copy.deepcopy(mtls)
@@ -37,14 +37,17 @@ def test_mtls_variant_is_the_plain_config_plus_client_tls(repo_root: Path,
     authz = envoyconfig.ext_authz_filter(stripped)
     if transport == "grpc":
         del authz["include_peer_certificate"]
+        del hcm["route_config"]["virtual_hosts"][0]["typed_per_filter_config"]
     else:
         authz["allowed_headers"]["patterns"].remove({"exact": "x-forwarded-client-cert"})
+        authz["http_service"]["authorization_request"]["headers_to_add"].remove(
+            {"key": "x-extauthz-listener", "value": "external"})
     assert stripped == plain
 
 
 def test_mtls_settings_are_the_invariants(repo_root: Path, transport: str) -> None:
     """Client certificates are required and checked against a CA; XFCC is SANITIZE_SET with
-    subject, URI and DNS; the certificate reaches the authz server."""
+    subject, URI and DNS; the certificate reaches the authz server with the listener's label."""
     mtls = _load(repo_root, MTLS[transport])
     tls = envoyconfig.downstream_tls(mtls)
     assert tls["require_client_certificate"] is True
@@ -56,8 +59,14 @@ def test_mtls_settings_are_the_invariants(repo_root: Path, transport: str) -> No
     authz = envoyconfig.ext_authz_filter(mtls)
     if transport == "grpc":
         assert authz["include_peer_certificate"] is True
+        label = hcm["route_config"]["virtual_hosts"][0]["typed_per_filter_config"][
+            envoyconfig.EXT_AUTHZ_FILTER]["check_settings"]["context_extensions"]
     else:
         assert {"exact": "x-forwarded-client-cert"} in authz["allowed_headers"]["patterns"]
+        label = {h["key"]: h["value"]
+                 for h in authz["http_service"]["authorization_request"]["headers_to_add"]}
+    assert label["extauthz-listener" if transport == "grpc" else "x-extauthz-listener"] == (
+        "external")
 
 
 def test_mtls_variants_validate_committed_and_rendered(repo_root: Path, tmp_path: Path,

@@ -78,6 +78,7 @@ peer_identity:
   enabled: true
   fields: [spiffe, subject]
   trust_domains: [cluster.local]
+  listeners: [{listener}]
 """
 
 
@@ -91,6 +92,9 @@ class Mesh:
     certs: Path
     ca: MeshCA
     leaves: dict[str, Leaf]
+    work: Path
+    listener_dir: Path
+    transport: str
 
     def tls(self, who: str | None) -> TLSConfig:
         """The SDK's TLS settings presenting ``who``'s certificate (None: no certificate)."""
@@ -137,7 +141,7 @@ def mesh(e2e_dir: Path, temporal: TemporalInstance, issuer: IssuerInstance,
     policy = work / "policy.yaml"
     policy.write_text(POLICY, encoding="utf-8")
     config = work / "config.yaml"
-    config.write_text(CONFIG.format(policy=policy), encoding="utf-8")
+    config.write_text(CONFIG.format(policy=policy, listener="external"), encoding="utf-8")
     authz = start_extauthz(work, issuer.url, name="extauthz-mesh", transport=transport,
                            config_file=config)
     try:
@@ -152,7 +156,7 @@ def mesh(e2e_dir: Path, temporal: TemporalInstance, issuer: IssuerInstance,
             plain = start_envoy(work, authz=authz.address, upstream=temporal.address,
                                 transport=transport)
             try:
-                yield Mesh(envoy, plain, authz, certs, ca, leaves)
+                yield Mesh(envoy, plain, authz, certs, ca, leaves, work, listener, transport)
             finally:
                 plain.stop()
         finally:
@@ -410,3 +414,34 @@ def test_http_api_takes_the_certificate_too(mesh: Mesh) -> None:
         forged = client.get("/api/v1/namespaces/default")
         assert forged.status_code == 403
         assert OTHER in forged.text
+
+
+async def test_a_certificate_counts_only_from_a_listed_listener(
+        mesh: Mesh, temporal: TemporalInstance, issuer: IssuerInstance) -> None:
+    """With peer_identity.listeners naming another listener, the certificate this Envoy's
+    `external` listener verified is no credential (missing_token); the fixture's server,
+    listing `external`, is what lets every other test's certificate through."""
+    config = mesh.work / "config-other-listener.yaml"
+    config.write_text(CONFIG.format(policy=mesh.work / "policy.yaml", listener="mesh-internal"),
+                      encoding="utf-8")
+    authz = start_extauthz(mesh.work, issuer.url, name="extauthz-mesh-other",
+                           transport=mesh.transport, config_file=config)
+    try:
+        ext, internal, admin, http_upstream = free_addresses(4)
+        text = envoyconfig.render(
+            listen=ext, internal_listen=internal, admin=admin, authz=authz.address,
+            upstream=temporal.address, http_upstream=temporal.http_address or http_upstream,
+            transport=mesh.transport, mtls=True, tls_dir=mesh.listener_dir)
+        envoy = start_envoy(mesh.work, config_text=text, listen=ext, internal_listen=internal,
+                            admin=admin, config_path=mesh.work / "envoy-mtls-other.yaml")
+        try:
+            client = await Client.connect(envoy.target, namespace="default",
+                                          tls=mesh.tls("billing"))
+            with pytest.raises(RPCError) as info:
+                await _start(client, "billing-q")
+            assert info.value.status == RPCStatusCode.UNAUTHENTICATED
+            assert Reason.MISSING_TOKEN.value in info.value.message
+        finally:
+            envoy.stop()
+    finally:
+        authz.proc.stop()

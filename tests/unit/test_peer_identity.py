@@ -248,6 +248,19 @@ async def test_certificate_alone_names_a_service_principal() -> None:
         BILLING, "spiffe://cluster.local", "service")
 
 
+async def test_only_listed_listeners_vouch_for_a_certificate() -> None:
+    """With listeners: [mesh], a certificate labelled by `mesh` is a credential, one labelled
+    by another listener (or unlabelled) is ignored: missing_token."""
+    engine = Engine(compile_policy(yaml.safe_load(POLICY), "p.yaml"))
+    only_mesh = Pipeline(Verifier(), engine, peers=PeerSettings(
+        True, ("spiffe",), ("cluster.local",), listeners=("mesh",)))
+    ok = await only_mesh.check(_req(PeerEvidence(principal=BILLING, listener="mesh")))
+    assert ok.allowed, ok
+    for label in ("external", ""):
+        d = await only_mesh.check(_req(PeerEvidence(principal=BILLING, listener=label)))
+        assert (d.reason, d.status) == (Reason.MISSING_TOKEN, 401)
+
+
 async def test_peer_identity_off_ignores_the_certificate() -> None:
     """Off (the default): a certificate is no credential, the call is missing_token (401)."""
     for peers in (None, PeerSettings()):
@@ -318,17 +331,21 @@ async def test_split_view_bodies_are_judged_for_a_certificate_caller() -> None:
 
 
 def test_grpc_adapter_reads_the_certificate_from_attributes_never_from_a_header() -> None:
-    """A client-sent x-forwarded-client-cert is only a header; the evidence is
-    attributes.source (principal and certificate), and none without TLS."""
+    """A client-sent x-forwarded-client-cert (or listener label) is only a header; the evidence
+    is attributes.source (principal and certificate) with the listener's context extension,
+    and none without TLS."""
     req = external_auth_pb2.CheckRequest()
     req.attributes.request.http.path = START
     req.attributes.request.http.headers["x-forwarded-client-cert"] = f"URI={BILLING}"
     req.attributes.request.http.raw_body = b"\x00\x00\x00\x00\x00"
+    req.attributes.request.http.headers["x-extauthz-listener"] = "mesh"
     assert check_input(req).peer is None
     req.attributes.source.principal = "spiffe://cluster.local/ns/other/sa/x"
     req.attributes.source.certificate = "PEM"
+    req.attributes.context_extensions["extauthz-listener"] = "external"
     assert check_input(req).peer == PeerEvidence(
-        certificate="PEM", principal="spiffe://cluster.local/ns/other/sa/x")
+        certificate="PEM", principal="spiffe://cluster.local/ns/other/sa/x",
+        listener="external")
 
 
 # ---- config and validate -----------------------------------------------------------------
@@ -341,6 +358,7 @@ def test_grpc_adapter_reads_the_certificate_from_attributes_never_from_a_header(
     ({"enabled": True, "trust_domains": ["spiffe://td"]}, "peer_identity.trust_domains"),
     ({"enabled": "yes"}, "peer_identity.enabled"),
     ({"enable": True}, "peer_identity.enable"),
+    ({"enabled": True, "trust_domains": ["td"], "listeners": [""]}, "peer_identity.listeners"),
 ])
 def test_bad_peer_identity_config_names_the_file_and_key(block: dict[str, Any],
                                                          key: str) -> None:
