@@ -14,10 +14,15 @@ certificate together.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from urllib.parse import quote
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from temporalio.api.taskqueue.v1 import message_pb2 as taskqueue_pb2
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 
@@ -30,7 +35,6 @@ from extauthz.peers import PeerSettings, identify
 from extauthz.pipeline import Pipeline
 from extauthz.rules.document import compile_policy
 from extauthz.rules.engine import Engine
-from tests.support.meshpki import MeshCA, cn
 
 SPIFFE = "spiffe://cluster.local/ns/billing/sa/billing-worker"
 POLICY = """
@@ -42,6 +46,20 @@ bindings:
     task_queues: ["billing-*"]
 """
 START = f"/{methods.WORKFLOW_SERVICE}/StartWorkflowExecution"
+
+
+def workload_pem() -> str:
+    """A self-signed workload certificate with the SPIFFE URI SAN, as Envoy's URL-encoded PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "billing-worker")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(SPIFFE)]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    return quote(cert.public_bytes(serialization.Encoding.PEM).decode())
 
 
 class CachedVerifier:
@@ -71,7 +89,7 @@ async def main(n: int = 20_000) -> None:
         namespace="default", workflow_id="w",
         task_queue=taskqueue_pb2.TaskQueue(name="billing-1")).SerializeToString())
     grpc_h = {"content-type": "application/grpc"}
-    pem = quote(MeshCA("ca").issue(cn("billing-worker"), uris=[SPIFFE]).cert.decode())
+    pem = workload_pem()
     token = CheckInput(START, {**grpc_h, "authorization": "Bearer t"}, body)
     cert = CheckInput(START, grpc_h, body, peer=PeerEvidence(certificate=pem, principal=SPIFFE))
     xfcc = CheckInput(START, grpc_h, body,
