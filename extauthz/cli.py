@@ -164,7 +164,7 @@ def _validate_peer(settings: Any, envoy: str | None) -> dict[str, Any]:
 
     doc = read_yaml(read_bytes(Path(envoy), ConfigError, ""), envoy)
     transport = "http" if settings.transport == "http" else "grpc"
-    problems = envoy_problems(doc, transport)
+    problems = envoy_problems(doc, transport, peer.listeners)
     if problems:
         raise ConfigError(f"{envoy}: peer_identity is on ({settings.source}) but this Envoy "
                           "cannot vouch for client certificates: " + "; ".join(problems))

@@ -17,7 +17,14 @@ Only safe when the Envoy in front terminates the client's TLS and requires clien
 
 from __future__ import annotations
 
-from extauthz.peers import FIELDS, PeerError, PeerSettings, split_spiffe_id
+from extauthz.peers import (
+    FIELDS,
+    LISTENER_HEADER,
+    LISTENER_KEY,
+    PeerError,
+    PeerSettings,
+    split_spiffe_id,
+)
 from extauthz.yamlread import Reader
 
 
@@ -56,20 +63,21 @@ def read_peer_identity(r: Reader, base: PeerSettings) -> PeerSettings:
     return settings
 
 
-def envoy_problems(doc: object, transport: str) -> list[str]:
+def envoy_problems(doc: object, transport: str, listeners: tuple[str, ...] = ()) -> list[str]:
     """Why an Envoy config cannot back ``peer_identity`` (empty: it can), read from the YAML.
 
     The identity means "the certificate this Envoy verified": every listener that runs the
     ext_authz filter must terminate the client's TLS and require a client certificate, set
     x-forwarded-client-cert itself (SANITIZE_SET), and hand the certificate to the authz server
-    (gRPC: include_peer_certificate; HTTP: x-forwarded-client-cert in allowed_headers).
+    (gRPC: include_peer_certificate; HTTP: x-forwarded-client-cert in allowed_headers). With
+    ``listeners`` (peer_identity.listeners), each such listener must label its checks with one.
     """
-    listeners = _get(_get(doc, "static_resources"), "listeners")
-    if not isinstance(listeners, list):
+    items = _get(_get(doc, "static_resources"), "listeners")
+    if not isinstance(items, list):
         return ["no static_resources.listeners: cannot tell whether Envoy terminates client TLS"]
     problems: list[str] = []
     checked = 0
-    for item in listeners:
+    for item in items:
         name = str(_get(item, "name") or "?")
         for chain in _list(_get(item, "filter_chains")):
             hcm, authz = _hcm_and_ext_authz(chain)
@@ -89,6 +97,11 @@ def envoy_problems(doc: object, transport: str) -> list[str]:
                 problems.append(f"{where}: forward_client_cert_details must be SANITIZE_SET (a "
                                 "client-sent x-forwarded-client-cert must never pass)")
             problems += _handover(where, authz, transport)
+            label = _label(hcm, authz)
+            if listeners and label not in listeners:
+                problems.append(f"{where} labels its checks {label!r}, which "
+                                "peer_identity.listeners does not list: its certificates would "
+                                "be ignored")
     if not checked:
         problems.append("no listener runs the ext_authz filter")
     return problems
@@ -109,6 +122,21 @@ def _handover(where: str, authz: dict[str, object], transport: str) -> list[str]
         return [f"{where}: x-forwarded-client-cert is not in the ext_authz allowed_headers, so "
                 "the HTTP authz server never sees the certificate"]
     return []
+
+
+def _label(hcm: object, authz: dict[str, object]) -> str:
+    """The listener label on its checks: the gRPC context extension on its virtual host, or the
+    header its HTTP ext_authz adds ("" when none)."""
+    for vhost in _list(_get(_get(hcm, "route_config"), "virtual_hosts")):
+        per_filter = _get(_get(vhost, "typed_per_filter_config"), "envoy.filters.http.ext_authz")
+        extensions = _get(_get(per_filter, "check_settings"), "context_extensions")
+        if isinstance(extensions, dict) and LISTENER_KEY in extensions:
+            return str(extensions[LISTENER_KEY])
+    added = _get(_get(_get(authz, "http_service"), "authorization_request"), "headers_to_add")
+    for header in _list(added):
+        if _get(header, "key") == LISTENER_HEADER:
+            return str(_get(header, "value"))
+    return ""
 
 
 def _hcm_and_ext_authz(chain: object) -> tuple[object, dict[str, object] | None]:

@@ -385,6 +385,12 @@ def test_validate_tells_an_envoy_that_is_not_the_tls_terminator() -> None:
     assert problems("envoy-http-mtls.yaml", "http") == []
     assert problems("envoy-mtls.yaml", "http") != []
     assert envoy_problems("not a mapping", "grpc") != []
+    for name, transport in (("envoy-mtls.yaml", "grpc"), ("envoy-http-mtls.yaml", "http")):
+        with open(f"envoy/{name}", encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+        assert envoy_problems(doc, transport, ("external",)) == []
+        [problem] = envoy_problems(doc, transport, ("mesh",))
+        assert "labels its checks 'external'" in problem
 
 
 def test_certificate_principal_kind_survives_a_claims_based_kind_rule() -> None:
