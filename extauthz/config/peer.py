@@ -93,6 +93,7 @@ def envoy_problems(doc: object, transport: str, listeners: tuple[str, ...] = ())
                 continue
             if tls.get("require_client_certificate") is not True:
                 problems.append(f"{where}: require_client_certificate is not true")
+            problems += _verification(where, _get(tls, "common_tls_context"))
             if _get(hcm, "forward_client_cert_details") != "SANITIZE_SET":
                 problems.append(f"{where}: forward_client_cert_details must be SANITIZE_SET (a "
                                 "client-sent x-forwarded-client-cert must never pass)")
@@ -105,6 +106,19 @@ def envoy_problems(doc: object, transport: str, listeners: tuple[str, ...] = ())
     if not checked:
         problems.append("no listener runs the ext_authz filter")
     return problems
+
+
+def _verification(where: str, common: object) -> list[str]:
+    """The listener must verify client certificates against a CA, never accept untrusted ones."""
+    context = _get(common, "validation_context")
+    if context is None and _get(common, "validation_context_sds_secret_config") is not None:
+        return []  # the CA comes by SDS (the chart's file-based SDS)
+    if not isinstance(context, dict) or context.get("trusted_ca") is None:
+        return [f"{where}: no validation_context.trusted_ca: client certificates are not "
+                "verified against a CA"]
+    if context.get("trust_chain_verification") == "ACCEPT_UNTRUSTED":
+        return [f"{where}: trust_chain_verification ACCEPT_UNTRUSTED takes any certificate"]
+    return []
 
 
 def _handover(where: str, authz: dict[str, object], transport: str) -> list[str]:

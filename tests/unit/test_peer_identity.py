@@ -385,6 +385,14 @@ def test_validate_tells_an_envoy_that_is_not_the_tls_terminator() -> None:
     assert problems("envoy-http-mtls.yaml", "http") == []
     assert problems("envoy-mtls.yaml", "http") != []
     assert envoy_problems("not a mapping", "grpc") != []
+    with open("envoy/envoy-mtls.yaml", encoding="utf-8") as f:
+        untrusted = yaml.safe_load(f)
+    context = untrusted["static_resources"]["listeners"][0]["filter_chains"][0][
+        "transport_socket"]["typed_config"]["common_tls_context"]["validation_context"]
+    context["trust_chain_verification"] = "ACCEPT_UNTRUSTED"
+    assert "ACCEPT_UNTRUSTED" in envoy_problems(untrusted, "grpc")[0]
+    del context["trusted_ca"], context["trust_chain_verification"]
+    assert "not verified against a CA" in envoy_problems(untrusted, "grpc")[0]
     for name, transport in (("envoy-mtls.yaml", "grpc"), ("envoy-http-mtls.yaml", "http")):
         with open(f"envoy/{name}", encoding="utf-8") as f:
             doc = yaml.safe_load(f)
