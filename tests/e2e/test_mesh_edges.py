@@ -122,8 +122,9 @@ def test_http_api_takes_the_certificate_too(mesh: Mesh) -> None:
 async def test_a_certificate_counts_only_from_a_listed_listener(
         mesh: Mesh, temporal: TemporalInstance, issuer: IssuerInstance) -> None:
     """With peer_identity.listeners naming another listener, the certificate this Envoy's
-    `external` listener verified is no credential (missing_token); the fixture's server,
-    listing `external`, is what lets every other test's certificate through."""
+    `external` listener verified is no credential (missing_token), even with a client-sent
+    label naming the listed listener; the fixture's server, listing `external`, is what lets
+    every other test's certificate through."""
     config = mesh.work / "config-other-listener.yaml"
     config.write_text(CONFIG.format(policy=mesh.work / "policy.yaml", listener="mesh-internal"),
                       encoding="utf-8")
@@ -133,8 +134,10 @@ async def test_a_certificate_counts_only_from_a_listed_listener(
         envoy = start_mtls_envoy(mesh.work, authz, temporal, mesh.transport, mesh.listener_dir,
                                  "envoy-mtls-other")
         try:
+            # a client-sent label changes nothing: Envoy's own label is the only one read
             client = await Client.connect(envoy.target, namespace="default",
-                                          tls=mesh.tls("billing"))
+                                          tls=mesh.tls("billing"),
+                                          rpc_metadata={"x-extauthz-listener": "mesh-internal"})
             with pytest.raises(RPCError) as info:
                 await start(client, "billing-q")
             assert info.value.status == RPCStatusCode.UNAUTHENTICATED
