@@ -20,6 +20,12 @@ For Envoy's HTTP ext_authz protocol (``transport="http"``, ``--transport http``)
 with ``http_service`` instead of ``grpc_service``; the authz address then also moves
 ``http_service.server_uri.uri``.
 
+The mTLS variants (``mtls=True``, ``--mtls``: ``envoy/envoy-mtls.yaml`` and
+``envoy/envoy-http-mtls.yaml``, or ``$EXTAUTHZ_ENVOY_MTLS_CONFIG`` /
+``$EXTAUTHZ_ENVOY_HTTP_MTLS_CONFIG``) terminate the client's TLS on the external listener and
+require a client certificate; ``tls_dir`` (``--tls-dir``) points its ``tls.crt``, ``tls.key`` and
+``ca.crt`` at another directory (a Kubernetes Secret volume's layout).
+
 Otherwise :class:`EnvoyConfigNotFound` says so; an installed wheel does not ship the file (it is
 not package data, and no generated copy is committed).
 
@@ -46,6 +52,9 @@ ENV_VAR = "EXTAUTHZ_ENVOY_CONFIG"
 HTTP_ENV_VAR = "EXTAUTHZ_ENVOY_HTTP_CONFIG"
 TRANSPORTS = ("grpc", "http")
 _FILES = {"grpc": ("envoy.yaml", ENV_VAR), "http": ("envoy-http.yaml", HTTP_ENV_VAR)}
+_MTLS_FILES = {"grpc": ("envoy-mtls.yaml", "EXTAUTHZ_ENVOY_MTLS_CONFIG"),
+               "http": ("envoy-http-mtls.yaml", "EXTAUTHZ_ENVOY_HTTP_MTLS_CONFIG")}
+TLS_FILES = ("tls.crt", "tls.key", "ca.crt")
 
 EXTERNAL_LISTENER = "external"
 INTERNAL_LISTENER = "internal"
@@ -66,11 +75,11 @@ class EnvoyConfigError(ValueError):
     """The config does not have the shape this module edits (a listener or cluster is missing)."""
 
 
-def default_path(transport: str = "grpc") -> Path:
+def default_path(transport: str = "grpc", mtls: bool = False) -> Path:
     """Where the canonical config is, per the module docstring; raise if it is nowhere."""
     if transport not in _FILES:
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
-    name, var = _FILES[transport]
+    name, var = (_MTLS_FILES if mtls else _FILES)[transport]
     env = os.environ.get(var)
     if env:
         path = Path(env)
@@ -86,10 +95,11 @@ def default_path(transport: str = "grpc") -> Path:
     )
 
 
-def load(source: Path | str | None = None, transport: str = "grpc") -> dict[str, Any]:
+def load(source: Path | str | None = None, transport: str = "grpc",
+         mtls: bool = False) -> dict[str, Any]:
     """Parse the canonical config for ``transport`` (or ``source``) into plain dicts and
     lists."""
-    path = Path(source) if source is not None else default_path(transport)
+    path = Path(source) if source is not None else default_path(transport, mtls)
     if not path.is_file():
         raise EnvoyConfigNotFound(f"Envoy config {path} is not a file")
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -172,6 +182,25 @@ def ext_authz_filter(config: dict[str, Any]) -> dict[str, Any]:
     raise EnvoyConfigError("the external listener has no ext_authz filter")
 
 
+def downstream_tls(config: dict[str, Any]) -> dict[str, Any]:
+    """The external listener's DownstreamTlsContext (the mTLS variants)."""
+    for chain in listener(config, EXTERNAL_LISTENER).get("filter_chains", []):
+        socket = chain.get("transport_socket")
+        if socket is not None:
+            typed: dict[str, Any] = socket["typed_config"]
+            return typed
+    raise EnvoyConfigError("the external listener has no downstream TLS (not an mTLS variant)")
+
+
+def set_tls_dir(config: dict[str, Any], tls_dir: Path | str) -> None:
+    """Point the external listener's certificate, key and client CA at ``tls_dir``."""
+    common = downstream_tls(config)["common_tls_context"]
+    crt, key, ca = (str(Path(tls_dir) / name) for name in TLS_FILES)
+    common["tls_certificates"] = [{"certificate_chain": {"filename": crt},
+                                   "private_key": {"filename": key}}]
+    common["validation_context"]["trusted_ca"] = {"filename": ca}
+
+
 def edit(
     config: dict[str, Any],
     *,
@@ -183,9 +212,12 @@ def edit(
     authz_timeout: float | None = None,
     drop_internal: bool = False,
     http_upstream: Address | None = None,
+    tls_dir: Path | str | None = None,
 ) -> dict[str, Any]:
     """Return a copy of ``config`` with the given addresses; ``None`` keeps the file's value."""
     out = copy.deepcopy(config)
+    if tls_dir is not None:
+        set_tls_dir(out, tls_dir)
     if listen is not None:
         _set_socket(listener(out, EXTERNAL_LISTENER), listen)
     if drop_internal:
@@ -236,12 +268,14 @@ def render(
     source: Path | str | None = None,
     transport: str = "grpc",
     http_upstream: Address | None = None,
+    mtls: bool = False,
+    tls_dir: Path | str | None = None,
 ) -> str:
-    """The canonical Envoy config for ``transport`` as YAML text with the given addresses
-    (others unchanged)."""
+    """The canonical Envoy config for ``transport`` (``mtls``: its mTLS variant) as YAML text
+    with the given addresses (others unchanged)."""
     return dump(
         edit(
-            load(source, transport),
+            load(source, transport, mtls),
             listen=listen,
             internal_listen=internal_listen,
             admin=admin,
@@ -250,6 +284,7 @@ def render(
             authz_timeout=authz_timeout,
             drop_internal=drop_internal,
             http_upstream=http_upstream,
+            tls_dir=tls_dir,
         )
     )
 
@@ -276,6 +311,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--source", type=Path, help=f"config to edit (default: ${ENV_VAR} or envoy/envoy.yaml)"
     )
+    parser.add_argument("--mtls", action="store_true",
+                        help="the mTLS variant (envoy/envoy-mtls.yaml, envoy-http-mtls.yaml): "
+                        "client certificates required on the external listener")
+    parser.add_argument("--tls-dir", type=Path,
+                        help="directory of the listener's tls.crt, tls.key and the client ca.crt")
     parser.add_argument("--out", type=Path, help="output file (default: stdout)")
     args = parser.parse_args(argv)
     try:
@@ -290,6 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             source=args.source,
             transport=args.transport,
             http_upstream=args.http_upstream,
+            mtls=args.mtls,
+            tls_dir=args.tls_dir,
         )
     except (EnvoyConfigNotFound, EnvoyConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -50,9 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--request", help="the request message in protobuf JSON form "
                    "(WorkflowService and OperatorService methods; the server reads no body for "
                    "AdminService, the health check or an unknown method, so it is ignored there)")
-    who = c.add_mutually_exclusive_group(required=True)
+    who = c.add_mutually_exclusive_group()
     who.add_argument("--claims", help="verified claims as JSON (no signature is checked)")
     who.add_argument("--token", help="a JWT, verified against the configured issuers")
+    c.add_argument("--spiffe", metavar="ID", help="the client certificate's SPIFFE ID (URI "
+                   "SAN), as Envoy verified it; with or without --claims/--token (docs/mesh.md)")
+    c.add_argument("--x509-subject", metavar="DN", help="the client certificate's subject DN "
+                   "(RFC 4514, e.g. CN=worker,O=acme)")
+    c.add_argument("--dns", metavar="NAME", action="append", default=[],
+                   help="a DNS SAN of the client certificate (repeatable)")
     c.add_argument("--config", help="YAML config file")
     c.add_argument("--policy", help="policy file (default: the config's policy_file)")
     c.add_argument("--explain", action="store_true",
@@ -63,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="validate a config file and/or a policy file")
     v.add_argument("--config", help="YAML config file (its policy_file is validated too)")
     v.add_argument("--policy", help="policy file")
+    v.add_argument("--envoy", help="the Envoy config in front of the server: with "
+                   "peer_identity on, check that it terminates client TLS and vouches for the "
+                   "certificate (docs/mesh.md)")
 
     tt = sub.add_parser("test", help="run a table of expected decisions against a policy")
     tt.add_argument("file", help="the table (YAML; see docs/policy.md)")
@@ -120,6 +129,11 @@ def _validate(args: argparse.Namespace) -> int:
         out.update({"config": str(args.config),
                     "issuers": [i.issuer for i in settings.issuers]})
         policy_path = policy_path or settings.policy_file or None
+        peer = _validate_peer(settings, args.envoy)
+        if peer["enabled"]:  # off (the default): the output stays as it always was
+            out["peer_identity"] = peer
+    elif args.envoy:
+        raise UsageError("--envoy needs --config (its peer_identity and transport)")
     if policy_path:
         policy = load_file(policy_path)
         out["policy"] = {"file": str(policy_path), "digest": policy.digest,
@@ -130,6 +144,34 @@ def _validate(args: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps(out))
     return 0
+
+
+def _validate_peer(settings: Any, envoy: str | None) -> dict[str, Any]:
+    """The peer_identity verdict: off, on and checked against ``envoy``, or on and unchecked
+    (a warning). An Envoy that does not terminate and require client TLS is an error."""
+    from extauthz.config.peer import envoy_problems
+    from extauthz.yamlread import read_bytes, read_yaml
+
+    peer = settings.peer_identity
+    out: dict[str, Any] = {"enabled": peer.enabled}
+    if not peer.enabled:
+        return out
+    out.update({"fields": list(peer.fields), "trust_domains": list(peer.trust_domains)})
+    if envoy is None:
+        print("warning: peer_identity is on: a client certificate is a credential, which is "
+              "only sound when the Envoy in front terminates the client's TLS and requires "
+              "certificates (pass --envoy FILE to check it; docs/mesh.md)", file=sys.stderr)
+        return out
+    from pathlib import Path
+
+    doc = read_yaml(read_bytes(Path(envoy), ConfigError, ""), envoy)
+    transport = "http" if settings.transport == "http" else "grpc"
+    problems = envoy_problems(doc, transport, peer.listeners)
+    if problems:
+        raise ConfigError(f"{envoy}: peer_identity is on ({settings.source}) but this Envoy "
+                          "cannot vouch for client certificates: " + "; ".join(problems))
+    out["envoy"] = envoy
+    return out
 
 
 def _test(args: argparse.Namespace) -> int:
@@ -155,10 +197,19 @@ def _check(args: argparse.Namespace) -> int:
     claims = _json_arg(args.claims, "--claims") if args.claims is not None else None
     if claims is not None and not isinstance(claims, dict):
         raise UsageError("--claims must be a JSON object")
+    certificate = None
+    if args.spiffe or args.x509_subject or args.dns:
+        from extauthz.peers import CertFields
+
+        certificate = CertFields(uris=(args.spiffe,) if args.spiffe else (),
+                                 dns=tuple(args.dns), subject=args.x509_subject or "")
+    if claims is None and args.token is None and certificate is None:
+        raise UsageError("say who calls: --claims or --token, and/or a client certificate "
+                         "(--spiffe, --x509-subject, --dns)")
     try:
         decision, explained = asyncio.run(decide_explained(
             args.method, request, claims=claims, token=args.token, config_path=args.config,
-            policy_path=args.policy, explain=args.explain))
+            policy_path=args.policy, explain=args.explain, certificate=certificate))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     out: dict[str, Any] = {"allowed": decision.allowed, "code": str(decision.reason),

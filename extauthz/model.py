@@ -77,6 +77,9 @@ class Reason(enum.StrEnum):
     INVALID_CLAIMS = "invalid_claims"
     UNSUPPORTED_TOKEN_TYPE = "unsupported_token_type"
     UNSUPPORTED_CRITICAL_HEADER = "unsupported_critical_header"
+    # certificate identity (peer_identity; docs/mesh.md)
+    UNTRUSTED_PEER = "untrusted_peer"
+    MALFORMED_PEER = "malformed_peer"
     # authorization (403)
     PERMISSION_DENIED = "permission_denied"
     EXPLICIT_DENY = "explicit_deny"
@@ -145,6 +148,35 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerEvidence:
+    """The client certificate Envoy verified, as the transport delivered it (unparsed).
+
+    gRPC mode: ``attributes.source.certificate`` (URL-encoded PEM, with
+    ``include_peer_certificate``) and ``attributes.source.principal``; HTTP mode: the
+    ``x-forwarded-client-cert`` element Envoy set (``forward_client_cert_details: SANITIZE_SET``).
+    Only the transport adapters build one; a client-sent header never becomes one in gRPC mode.
+    """
+
+    certificate: str = ""
+    principal: str = ""
+    xfcc: str = ""
+    # the Envoy listener that verified it, as that listener labels its checks (gRPC:
+    # context_extensions["extauthz-listener"]; HTTP: the x-extauthz-listener header Envoy adds)
+    listener: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIdentity:
+    """A verified client certificate's identity: the fields ``peer_identity.fields`` count."""
+
+    name: str  # what names the principal: the SPIFFE ID, else the subject DN, else a DNS SAN
+    spiffe_id: str = ""
+    trust_domain: str = ""
+    subject: str = ""
+    dns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated caller with Temporal roles."""
 
@@ -154,6 +186,14 @@ class Principal:
     system: Role = Role.NONE
     namespaces: Mapping[str, Role] = field(default_factory=dict)
     claims: Mapping[str, Any] = field(default_factory=dict)
+    # the client certificate's identity, when peer_identity is on and the call carried one:
+    # the principal itself (no token: ``claims`` is empty) or beside the token's claims
+    peer: PeerIdentity | None = None
+
+    @property
+    def by_certificate(self) -> bool:
+        """Whether the certificate alone names this principal (the call carried no token)."""
+        return self.peer is not None and not self.claims
 
     def role_in(self, namespace: str) -> int:
         """The role value Temporal's default authorizer uses for a namespace-scoped call.
@@ -173,6 +213,9 @@ class CheckInput:
     headers: Mapping[str, str]
     body: bytes
     method: str = "POST"
+    # the verified client certificate, set only by a transport adapter (never from a header
+    # in gRPC mode); ignored unless peer_identity is on
+    peer: PeerEvidence | None = None
 
 
 STATUS_UNAUTHENTICATED = 401  # -> UNAUTHENTICATED

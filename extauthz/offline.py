@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from google.protobuf import descriptor_pool, json_format, message_factory
@@ -11,7 +12,8 @@ from google.protobuf import descriptor_pool, json_format, message_factory
 from extauthz import config, methods
 from extauthz.auth.types import AuthError, IssuerConfig, VerifiedToken
 from extauthz.interfaces import Authorizer, TokenVerifier
-from extauthz.model import CheckInput, Decision, Reason
+from extauthz.model import CheckInput, Decision, PeerEvidence, Reason
+from extauthz.peers import FIELDS, CertFields, PeerSettings, split_spiffe_id, xfcc_of
 from extauthz.pipeline import Pipeline
 from extauthz.policy import authorize as temporal_default
 from extauthz.rules.engine import Engine
@@ -59,10 +61,12 @@ async def decide_offline(
     token: str | None = None,
     config_path: str | None = None,
     policy_path: str | None = None,
+    certificate: CertFields | None = None,
 ) -> Decision:
     """Decide exactly as the server would for the given call."""
     decision, _ = await decide_explained(method, request, claims=claims, token=token,
-                                         config_path=config_path, policy_path=policy_path)
+                                         config_path=config_path, policy_path=policy_path,
+                                         certificate=certificate)
     return decision
 
 
@@ -88,10 +92,13 @@ async def decide_explained(
     config_path: str | None = None,
     policy_path: str | None = None,
     explain: bool = False,
+    certificate: CertFields | None = None,
 ) -> tuple[Decision, dict[str, Any] | None]:
-    """Decide as the server would; with ``explain``, also say which rule decided and why."""
+    """Decide as the server would; with ``explain``, also say which rule decided and why.
+    ``certificate``: the client certificate Envoy verified (as its x-forwarded-client-cert)."""
     decision = await _decide_offline(method, request, claims=claims, token=token,
-                                     config_path=config_path, policy_path=policy_path)
+                                     config_path=config_path, policy_path=policy_path,
+                                     certificate=certificate)
     if not explain:
         return decision, None
     settings = config.load(config_path, env={}) if config_path else config.Settings()
@@ -108,9 +115,11 @@ async def _decide_offline(
     token: str | None,
     config_path: str | None,
     policy_path: str | None,
+    certificate: CertFields | None = None,
 ) -> Decision:
     settings = config.load(config_path, env={}) if config_path else config.Settings()
     authorizer, _ = authorizer_for(settings, policy_path)
+    peers = _peer_settings(settings, config_path, certificate)
     path = method if method.startswith("/") else f"/{method}"
     entry = methods.lookup(path) or methods.by_name(method) or _by_bare_name(method)
     if entry is not None:
@@ -118,9 +127,10 @@ async def _decide_offline(
     # The server reads no body for an unknown path, an AdminService method or the health
     # check, so `--request`/`--namespace` cannot change their decision: not a usage error
     body = encode_request(entry, request if entry is not None and entry.request_type else {})
-    if claims is not None:
-        return await _decide(settings, path, body, "offline-claims",
-                             StaticClaims(claims, settings.issuers), authorizer)
+    if claims is not None or (token is None and certificate is not None):
+        return await _decide(settings, path, body, None if claims is None else "offline-claims",
+                             StaticClaims(claims or {}, settings.issuers), authorizer,
+                             certificate, peers)
     from extauthz.auth.authenticator import Authenticator
 
     if not settings.issuers:
@@ -128,7 +138,8 @@ async def _decide_offline(
     authenticator = Authenticator(settings.issuers)
     await authenticator.start()
     try:
-        return await _decide(settings, path, body, token or "", authenticator, authorizer)
+        return await _decide(settings, path, body, token or "", authenticator, authorizer,
+                             certificate, peers)
     finally:
         await authenticator.close()
 
@@ -139,10 +150,31 @@ def _by_bare_name(name: str) -> methods.MethodEntry | None:
     return found[0] if len(found) == 1 else None
 
 
-async def _decide(settings: config.Settings, path: str, body: bytes, token: str,
-                  verifier: TokenVerifier, authorizer: Authorizer) -> Decision:
-    headers = {"content-type": "application/grpc", "authorization": f"Bearer {token}"}
-    pipeline = Pipeline(verifier, authorizer, max_message_bytes=settings.max_message_bytes)
-    return await pipeline.check(CheckInput(path=path, headers=headers, body=body))
+def _peer_settings(settings: config.Settings, config_path: str | None,
+                   certificate: CertFields | None) -> PeerSettings | None:
+    """The server's peer_identity for a call with a certificate: the config's; with no config,
+    every field and the certificate's own trust domain (the policy alone is tested)."""
+    if certificate is None:
+        return None
+    if settings.peer_identity.enabled:  # offline there is no listener to label the call
+        return replace(settings.peer_identity, listeners=())
+    if config_path:
+        raise ValueError(f"{config_path}: peer_identity is off, so the server ignores client "
+                         "certificates; turn it on (docs/mesh.md) or drop the certificate")
+    domains = tuple(split_spiffe_id(u)[0] for u in certificate.uris if u.startswith("spiffe:"))
+    return PeerSettings(enabled=True, fields=FIELDS, trust_domains=domains)
+
+
+async def _decide(settings: config.Settings, path: str, body: bytes, token: str | None,
+                  verifier: TokenVerifier, authorizer: Authorizer,
+                  certificate: CertFields | None = None,
+                  peers: PeerSettings | None = None) -> Decision:
+    headers = {"content-type": "application/grpc"}
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    peer = None if certificate is None else PeerEvidence(xfcc=xfcc_of(certificate))
+    pipeline = Pipeline(verifier, authorizer, max_message_bytes=settings.max_message_bytes,
+                        peers=peers)
+    return await pipeline.check(CheckInput(path=path, headers=headers, body=body, peer=peer))
 
 __all__ = ["AuthError", "Reason", "decide_explained", "decide_offline", "encode_request"]

@@ -28,6 +28,7 @@ from extauthz import httpapi, methods, wire
 from extauthz.auth.types import VerifiedToken
 from extauthz.interfaces import Authorizer, TokenVerifier
 from extauthz.model import CheckInput, Decision, Principal, Target
+from extauthz.peers import PeerSettings
 from extauthz.phases import attributes, authorize, respond
 from extauthz.phases import target as targets
 from extauthz.phases.attributes import EXTRAS_HEADER
@@ -44,8 +45,10 @@ class Pipeline:
         authorizer: Authorizer = temporal_default,
         max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES,
         http_api: bool = True,
+        peers: PeerSettings | None = None,
     ):
-        self._authn = Authentication(verifier)
+        # peers: the `peer_identity` settings (a client certificate as a credential; off: None)
+        self._authn = Authentication(verifier, peers)
         self._authorize = authorizer
         self._max_message_bytes = max_message_bytes
         # Temporal's HTTP API routes, built now (start-up), not on the first request
@@ -67,7 +70,8 @@ class Pipeline:
 
     async def _decide(self, req: CheckInput) -> Decision:
         """The phases in order; the first that returns a decision ends the check."""
-        call = attributes.read(req, self._http_api, self._max_message_bytes)
+        call = attributes.read(req, self._http_api, self._max_message_bytes,
+                               self._authn.peers)
         if isinstance(call, Decision):
             return call
         principal = await self._authn.principal_of(call)

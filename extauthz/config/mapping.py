@@ -14,6 +14,7 @@ from typing import Any
 from extauthz.auth.types import IssuerConfig
 from extauthz.config.blocks import check_settings, read_tls, read_tracing, relative_to
 from extauthz.config.issuers import read_issuer
+from extauthz.config.peer import read_peer_identity
 from extauthz.config.settings import Settings
 from extauthz.yamlread import Reader
 
@@ -65,6 +66,8 @@ def read_settings(r: Reader, base: Settings, base_dir: Path | None) -> Settings:
         "http_listen": r.get("http_listen", str, base.http_listen),
         "http_path_prefix": r.get("http_path_prefix", str, base.http_path_prefix),
         "tracing": read_tracing(r, base.tracing) if r.has("tracing") else base.tracing,
+        "peer_identity": (read_peer_identity(r, base.peer_identity) if r.has("peer_identity")
+                          else base.peer_identity),
     }
     r.done()
     settings = dataclasses.replace(base, **values)

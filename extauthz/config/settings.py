@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from extauthz.auth.types import IssuerConfig
 from extauthz.obs.tracing_config import TracingSettings
+from extauthz.peers import PeerSettings
 from extauthz.yamlread import ConfigError
 
 DEFAULT_LISTEN = "127.0.0.1:9191"
@@ -67,6 +68,8 @@ class Settings:
     http_listen: str = DEFAULT_HTTP_LISTEN
     http_path_prefix: str = "/check"
     tracing: TracingSettings = field(default_factory=TracingSettings)
+    # the client certificate Envoy verified as a credential (config.peer; off by default)
+    peer_identity: PeerSettings = field(default_factory=PeerSettings)
     source: str = "<defaults>"
 
     @property

@@ -113,6 +113,9 @@ def event_fields(req: CheckInput | None, decision: Decision, seconds: float) -> 
         "display_name": display.get("name") or display.get("preferred_username"),
         "principal_kind": principal.kind if principal else None,
         "issuer": principal.issuer if principal else None,
+        # the client certificate's identity (peer_identity), whether it or a token named the
+        # principal: who called from which workload
+        "peer": principal.peer.name if principal and principal.peer else None,
         "method": method,
         "namespaces": _shown(target.namespaces) if target else [],
         "task_queues": _shown(target.all_queues) if target else [],

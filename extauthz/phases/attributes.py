@@ -13,8 +13,17 @@ from dataclasses import replace
 from typing import NamedTuple
 
 from extauthz import httpapi, methods
-from extauthz.model import STATUS_UNAUTHENTICATED, CheckInput, Decision, Method, Reason, Target
+from extauthz.model import (
+    STATUS_UNAUTHENTICATED,
+    CheckInput,
+    Decision,
+    Method,
+    PeerEvidence,
+    Reason,
+    Target,
+)
 from extauthz.model import quote as q
+from extauthz.peers import PeerSettings
 
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 # the Temporal Web UI forwards the user's ID token here (the access token is in authorization)
@@ -36,17 +45,23 @@ class Call(NamedTuple):
     token: str
     # the HTTP API route for a call of Temporal's HTTP API; None for a gRPC call
     route: httpapi.Route | None = None
+    # the verified client certificate (peer_identity on); ``token`` is "" when it is the only
+    # credential
+    peer: PeerEvidence | None = None
 
 
-def read(req: CheckInput, router: httpapi.Router | None, max_body_bytes: int) -> Call | Decision:
+def read(req: CheckInput, router: httpapi.Router | None, max_body_bytes: int,
+         peers: PeerSettings | None = None) -> Call | Decision:
     """The call to judge, or the decision that ends the check before authentication.
 
-    ``router`` is None when the HTTP API is off; ``max_body_bytes`` bounds an HTTP API body.
+    ``router`` is None when the HTTP API is off; ``max_body_bytes`` bounds an HTTP API body;
+    ``peers``: the peer_identity settings when on: the client certificate (``req.peer``) is a
+    credential if its listener counts.
     """
     entry = methods.lookup(req.path)
     if entry is None or req.method != "POST":
         if entry is None and router is not None:
-            return _read_http_api(req, router, max_body_bytes)
+            return _read_http_api(req, router, max_body_bytes, peers)
         return unknown_method(req.path, req.method)
     if req.path in methods.ALWAYS_ALLOWED:  # == entry.method.path: the lookup is exact
         return Decision.allow(
@@ -56,11 +71,11 @@ def read(req: CheckInput, router: httpapi.Router | None, max_body_bytes: int) ->
     refused = precheck(req)
     if refused is not None:
         return refused
-    return _with_token(entry, req, None)
+    return _with_token(entry, req, None, peers)
 
 
 def _read_http_api(req: CheckInput, router: httpapi.Router,
-                   max_body_bytes: int) -> Call | Decision:
+                   max_body_bytes: int, peers: PeerSettings | None) -> Call | Decision:
     """A call of Temporal's HTTP API: the same reading as a gRPC call, for its gRPC method."""
     try:
         route = router.match(req.method, req.path)
@@ -77,15 +92,27 @@ def _read_http_api(req: CheckInput, router: httpapi.Router,
     refused = precheck_http(req, max_body_bytes)
     if refused is not None:
         return replace(refused, target=Target(method))
-    return _with_token(route.entry, req, route)
+    return _with_token(route.entry, req, route, peers)
 
 
 def _with_token(entry: methods.MethodEntry, req: CheckInput,
-                route: httpapi.Route | None) -> Call | Decision:
-    token = bearer_token(req.headers.get("authorization"))
+                route: httpapi.Route | None, peers: PeerSettings | None) -> Call | Decision:
+    header = req.headers.get("authorization")
+    peer = req.peer if peers is not None and req.peer is not None and peers.counts(
+        req.peer.listener) else None
+    if peer is not None and (header is None or not header.strip()):
+        return Call(entry.method, entry, "", route, peer)  # the certificate alone
+    token = bearer_token(header)
     if isinstance(token, Decision):
+        if peers is not None and token.reason is Reason.MISSING_TOKEN:
+            return Decision.deny(Reason.MISSING_TOKEN, NO_CREDENTIAL,
+                                 status=STATUS_UNAUTHENTICATED, target=Target(entry.method))
         return replace(token, target=Target(entry.method))
-    return Call(entry.method, entry, token, route)
+    return Call(entry.method, entry, token, route, peer)
+
+
+NO_CREDENTIAL = ("no authorization header and no client certificate: send "
+                 "`authorization: Bearer <access token>` or connect with a client certificate")
 
 
 def precheck(req: CheckInput) -> Decision | None:

@@ -9,14 +9,17 @@ a bad one is logged by reason code (rate-limited) and ignored.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import structlog
 
+from extauthz.auth.certs import PeerIdentifier
 from extauthz.auth.types import AuthError, VerifiedToken
 from extauthz.claims import ClaimMapper, ClaimMapping
 from extauthz.interfaces import ExtrasVerifier, TokenVerifier
-from extauthz.model import Decision, Principal, Reason, Target
+from extauthz.model import STATUS_UNAUTHENTICATED, Decision, PeerIdentity, Principal, Reason, Target
 from extauthz.obs.loglimit import LogLimiter
+from extauthz.peers import PeerError, PeerSettings
 from extauthz.phases.attributes import Call, extras_token
 
 _PRINCIPAL_CACHE_ENTRIES = 10_000
@@ -27,10 +30,14 @@ log = structlog.get_logger(__name__)
 class Authentication:
     """Who is calling. Build once; safe to use from concurrent checks."""
 
-    __slots__ = ("_extras_log", "_mappers", "_principals", "_verifier", "verify_extras")
+    __slots__ = ("_extras_log", "_mappers", "_peers", "_principals", "_verifier", "_with_peer",
+                 "verify_extras")
 
-    def __init__(self, verifier: TokenVerifier):
+    def __init__(self, verifier: TokenVerifier, peers: PeerSettings | None = None):
         self._verifier = verifier
+        # the client certificate as a credential (peer_identity.enabled); None: ignored
+        self._peers = PeerIdentifier(peers) if peers is not None and peers.enabled else None
+        self._with_peer: dict[tuple[int, PeerIdentity], tuple[Principal, Principal]] = {}
         # ``Authenticator.verify_extras`` (optional: test verifiers may not have it)
         self.verify_extras: ExtrasVerifier | None = getattr(verifier, "verify_extras", None)
         self._mappers: dict[ClaimMapping, ClaimMapper] = {}
@@ -41,14 +48,47 @@ class Authentication:
         # every call must not flood the log (the dropped lines are counted in the next one)
         self._extras_log = LogLimiter()
 
+    @property
+    def peers(self) -> PeerSettings | None:
+        """The peer_identity settings when a client certificate is a credential, else None."""
+        return self._peers.settings if self._peers is not None else None
+
     async def principal_of(self, call: Call) -> Principal | Decision:
-        """The caller, or the denial of its token (a cache hit does not suspend)."""
+        """The caller, or the denial of its token or certificate (a cache hit does not suspend).
+
+        With a certificate (peer_identity on): a refused certificate is a denial whether or
+        not a token comes with it; a token names the principal and the certificate's identity
+        rides along (``Principal.peer``) for rules that want both; no token: the certificate
+        names a ``service`` principal. A bad token never falls back to the certificate.
+        """
+        peer: PeerIdentity | None = None
+        if call.peer is not None and self._peers is not None:
+            try:
+                peer = self._peers.identify(call.peer)
+            except PeerError as exc:
+                return Decision.deny(exc.reason, exc.message, status=STATUS_UNAUTHENTICATED,
+                                     target=Target(call.method))
+            if not call.token:
+                return self._peers.principal(peer)
         try:
             verified = await self._verifier.verify(call.token)
         except AuthError as exc:
             return Decision.deny(exc.reason, exc.message, status=exc.status,
                                  target=Target(call.method))
-        return self.principal(verified)
+        principal = self.principal(verified)
+        return principal if peer is None else self._beside(principal, peer)
+
+    def _beside(self, principal: Principal, peer: PeerIdentity) -> Principal:
+        """The token's principal with the certificate's identity (memoised)."""
+        key = (id(principal), peer)
+        hit = self._with_peer.get(key)
+        if hit is not None and hit[0] is principal:
+            return hit[1]
+        out = replace(principal, peer=peer)
+        if len(self._with_peer) >= _PRINCIPAL_CACHE_ENTRIES:
+            self._with_peer.clear()
+        self._with_peer[key] = (principal, out)
+        return out
 
     def principal(self, verified: VerifiedToken) -> Principal:
         """Map verified claims with the issuer's claim mapping (memoised per token object)."""

@@ -13,6 +13,10 @@ conditions must all hold; a condition with a list of values holds when any value
 ``issuer: [i]``          the token's issuer is i
 ``kind: human|service``  the principal kind (see ``principal_kind`` in the policy)
 ``claims: {PATH: v}``    the claim at PATH equals v or, if it is a list, contains v
+``spiffe: [pattern]``    the client certificate's SPIFFE ID matches a pattern, path segment
+                         by path segment (``spiffe://cluster.local/ns/billing/sa/*``;
+                         ``extauthz.peers.spiffe_glob``); never a token's claim
+``x509_subject: [dn]``   the client certificate's subject DN (RFC 4514 text) is dn
 
 Claim paths are dotted (``realm_access.roles``, ``ext.permissions``); a segment that itself
 contains dots (Auth0's ``https://example.com/roles``) is written in double quotes:
@@ -25,7 +29,7 @@ compared as its JSON text (``true``, ``1``). Objects inside claims never match.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,7 +133,8 @@ class Facts:
         guess (``claims.principal_kind``)."""
         if self._kind is None:
             rule = self._kind_rule
-            if rule is None:
+            if rule is None or self.principal.by_certificate:
+                # a certificate alone names a workload: `service`, whatever the claims rule
                 self._kind = self.principal.kind
             else:
                 self._kind_rule = None  # the rule never tests `kind` (validated)
@@ -182,11 +187,22 @@ class Match:
     issuers: frozenset[str] | None = None
     kind: str | None = None
     claims: tuple[tuple[ClaimPath, frozenset[str]], ...] = ()
+    # the client certificate (Principal.peer): SPIFFE ID patterns and their compiled test,
+    # subject DNs
+    spiffe: tuple[str, ...] | None = None
+    spiffe_test: Callable[[str], bool] | None = field(default=None, compare=False, repr=False)
+    x509_subjects: frozenset[str] | None = None
 
     def __call__(self, f: Facts) -> bool:
         if self.kind is not None and f.kind != self.kind:
             return False
         p = f.principal
+        if self.spiffe_test is not None and (
+                p.peer is None or not p.peer.spiffe_id or not self.spiffe_test(p.peer.spiffe_id)):
+            return False
+        if self.x509_subjects is not None and (
+                p.peer is None or p.peer.subject not in self.x509_subjects):
+            return False
         if self.subjects is not None and p.subject not in self.subjects:
             return False
         if self.issuers is not None and p.issuer not in self.issuers:
@@ -212,6 +228,10 @@ class Match:
                 parts.append(f"{name} in {sorted(value)}")
         if self.kind is not None:
             parts.append(f"kind={self.kind}")
+        if self.spiffe is not None:
+            parts.append(f"spiffe in {list(self.spiffe)}")
+        if self.x509_subjects is not None:
+            parts.append(f"x509_subject in {sorted(self.x509_subjects)}")
         parts.extend(f"{'.'.join(path)} in {sorted(v)}" for path, v in self.claims)
         return " and ".join(parts)
 

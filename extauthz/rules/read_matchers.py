@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from extauthz.peers import GlobError, any_glob
 from extauthz.rules.compiled import PolicyError
 from extauthz.rules.matchers import (
     KINDS,
@@ -58,7 +59,7 @@ def matcher(data: object, path: str, source: str, *, allow_kind: bool = True) ->
 
 def _match(data: object, path: str, source: str, allow_kind: bool) -> Match:
     m = reader(data, path, source, "a mapping of conditions (groups, scopes, subject, "
-               "client_id, issuer, kind, claims, anyone)")
+               "client_id, issuer, kind, claims, spiffe, x509_subject, anyone)")
     if not m.data:
         raise m.error("", "empty: say who; write `anyone: true` to match every authenticated "
                       "principal")
@@ -96,7 +97,19 @@ def _match(data: object, path: str, source: str, allow_kind: bool) -> Match:
             claims.append((cp, frozenset(t for t in texts if t is not None)))
         if not claims:
             raise m.error("claims", "empty; name at least one claim path")
+    spiffe = strings(m, "spiffe")
+    spiffe_test = None
+    if spiffe is not None:
+        if not spiffe:
+            raise m.error("spiffe", "empty; give at least one spiffe:// pattern")
+        try:
+            spiffe_test = any_glob(spiffe)
+        except GlobError as exc:
+            raise m.error("spiffe", str(exc)) from None
     out = Match(
+        spiffe=None if spiffe is None else tuple(spiffe),
+        spiffe_test=spiffe_test,
+        x509_subjects=fs("x509_subject"),
         anyone=anyone,
         groups=fs("groups"),
         scopes=fs("scopes"),

@@ -13,6 +13,9 @@ engine decides. File format:
     cases:
       - name: finance may start payroll workflows
         principal: alice         # or `claims: {...}` inline
+        certificate:             # optional: the client certificate Envoy verified (alone, or
+          spiffe: spiffe://cluster.local/ns/billing/sa/worker   # beside a token's claims)
+          subject: CN=worker,O=acme                              # (docs/mesh.md)
         method: StartWorkflowExecution   # bare, Service/Method or full path
         namespace: payroll       # shortcut for request.namespace
         request: {taskQueue: {name: payroll}}   # protobuf JSON (optional)
@@ -26,7 +29,7 @@ A wrong expectation is reported with what came out instead, the rule and the mes
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +37,16 @@ import yaml
 
 from extauthz import methods, wire
 from extauthz.claims import ClaimMapper, ClaimMapping
-from extauthz.model import CheckInput, Decision, Target
+from extauthz.model import CheckInput, Decision, PeerIdentity, Principal, Target
+from extauthz.peers import PeerError, certificate_principal, split_spiffe_id
 from extauthz.phases import target as targets
 from extauthz.rules.document import PolicyError, load_file
 from extauthz.rules.engine import Engine
 
 EXPECTATIONS = ("allow", "deny", "dry-run")
 _CASE_KEYS = frozenset({"name", "principal", "claims", "method", "namespace", "request",
-                        "expect", "code", "rule"})
+                        "expect", "code", "rule", "certificate"})
+_CERT_KEYS = frozenset({"spiffe", "subject", "dns"})
 
 
 class TableError(ValueError):
@@ -110,17 +115,7 @@ def run_case(engine: Engine, case: Mapping[str, Any], principals: Mapping[str, A
     if expect not in EXPECTATIONS:
         raise TableError(f"{where}.expect: expected one of {', '.join(EXPECTATIONS)}, "
                          f"got {expect!r}")
-    if "claims" in case:
-        claims = case["claims"]
-    elif isinstance(case.get("principal"), str):
-        if case["principal"] not in principals:
-            raise TableError(f"{where}.principal: {case['principal']!r} is not defined under "
-                             "`principals`")
-        claims = principals[case["principal"]]
-    else:
-        raise TableError(f"{where}: give `principal: NAME` or `claims: {{...}}`")
-    if not isinstance(claims, Mapping):
-        raise TableError(f"{where}: claims must be a mapping")
+    principal = _principal(case, principals, where, mapper)
     method = case.get("method")
     if not isinstance(method, str):
         raise TableError(f"{where}.method: required, a method name")
@@ -131,11 +126,7 @@ def run_case(engine: Engine, case: Mapping[str, Any], principals: Mapping[str, A
         target = build_target(method, request)
     except ValueError as exc:
         raise TableError(f"{where}: {exc}") from None
-    if isinstance(target, Decision):
-        decision = target
-    else:
-        principal = mapper.principal(claims, str(claims.get("iss", "")))
-        decision = engine.decide(principal, target)
+    decision = target if isinstance(target, Decision) else engine.decide(principal, target)
     got = _expect_of(decision)
     ok = got == expect
     want = str(expect)
@@ -147,6 +138,55 @@ def run_case(engine: Engine, case: Mapping[str, Any], principals: Mapping[str, A
         ok = ok and decision.rule == case["rule"]
     got_text = f"{got} ({decision.reason})" + (f" by {decision.rule}" if decision.rule else "")
     return CaseResult(name, ok, want, f"{got_text}: {decision.message}", decision)
+
+
+def _principal(case: Mapping[str, Any], principals: Mapping[str, Any], where: str,
+               mapper: ClaimMapper) -> Principal:
+    """The case's caller: mapped claims (``principal``/``claims``), with the ``certificate``
+    beside them, or the certificate alone (a ``service`` principal with no claims)."""
+    peer = _certificate(case["certificate"], where) if "certificate" in case else None
+    claims: object = None
+    if "claims" in case:
+        claims = case["claims"]
+    elif isinstance(case.get("principal"), str):
+        if case["principal"] not in principals:
+            raise TableError(f"{where}.principal: {case['principal']!r} is not defined under "
+                             "`principals`")
+        claims = principals[case["principal"]]
+    elif peer is not None:
+        return certificate_principal(peer)
+    else:
+        raise TableError(f"{where}: give `principal: NAME`, `claims: {{...}}` or a "
+                         "`certificate: {spiffe: ...}`")
+    if not isinstance(claims, Mapping):
+        raise TableError(f"{where}: claims must be a mapping")
+    principal = mapper.principal(claims, str(claims.get("iss", "")))
+    return principal if peer is None else replace(principal, peer=peer)
+
+
+def _certificate(data: object, where: str) -> PeerIdentity:
+    """A case's ``certificate``: the identity peer_identity accepted (spiffe, subject, dns)."""
+    if not isinstance(data, Mapping) or not data:
+        raise TableError(f"{where}.certificate: a mapping of spiffe, subject and/or dns")
+    unknown = sorted(set(data) - _CERT_KEYS)
+    if unknown:
+        raise TableError(f"{where}.certificate: unknown key {unknown[0]!r}; known: "
+                         f"{', '.join(sorted(_CERT_KEYS))}")
+    spiffe, subject = data.get("spiffe", ""), data.get("subject", "")
+    dns = data.get("dns", [])
+    dns = [dns] if isinstance(dns, str) else dns
+    if not isinstance(spiffe, str) or not isinstance(subject, str) or not isinstance(dns, list) \
+            or not all(isinstance(d, str) for d in dns):
+        raise TableError(f"{where}.certificate: spiffe and subject are strings, dns a list")
+    domain = ""
+    if spiffe:
+        try:
+            domain = split_spiffe_id(spiffe)[0]
+        except PeerError as exc:
+            raise TableError(f"{where}.certificate.spiffe: {exc}") from None
+    name = spiffe or subject or (dns[0] if dns else "")
+    return PeerIdentity(name=name, spiffe_id=spiffe, trust_domain=domain, subject=subject,
+                        dns=tuple(dns))
 
 
 def load_table(path: Path) -> dict[str, Any]:

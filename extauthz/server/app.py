@@ -60,7 +60,8 @@ class Server:
                        if settings.policy_file else None)
         authorizer: Authorizer = self.policy if self.policy is not None else temporal_default
         self.pipeline = Pipeline(self.authenticator, authorizer,
-                                 max_message_bytes=settings.max_message_bytes)
+                                 max_message_bytes=settings.max_message_bytes,
+                                 peers=settings.peer_identity)
         self.health = health.aio.HealthServicer()
         self._grpc = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),

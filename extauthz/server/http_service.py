@@ -35,8 +35,9 @@ import time
 from collections.abc import Callable
 
 from extauthz.interfaces import Checker, Observer
-from extauthz.model import STATUS_FORBIDDEN, CheckInput, Decision, Reason
+from extauthz.model import STATUS_FORBIDDEN, CheckInput, Decision, PeerEvidence, Reason
 from extauthz.obs.observer import NullObserver
+from extauthz.peers import LISTENER_HEADER, XFCC_HEADER
 from extauthz.server.http1 import Connection, Http1Server, HttpLimits, Request, Response, plain
 from extauthz.server.responses import HttpResponses
 
@@ -50,7 +51,7 @@ ENVOY_HEADER_NAMES = (
     "host", "content-length", "authorization", "x-envoy-auth-partial-body", "x-request-id",
     "x-extauthz-content-type", "x-envoy-internal", "x-envoy-expected-rq-timeout-ms",
     "x-forwarded-proto", "x-forwarded-for", "grpc-encoding", "authorization-extras",
-    "client-name", "client-version")
+    "client-name", "client-version", "x-forwarded-client-cert", "x-extauthz-listener")
 
 _GRPC_CONTENT_TYPE = Decision.deny(
     Reason.UNSUPPORTED_PROTOCOL,
@@ -142,8 +143,12 @@ class HttpCheckServer:
         headers = req.headers
         forwarded = headers.get("content-type", "")
         headers["content-type"] = headers.pop(CONTENT_TYPE_HEADER, "")
+        # the certificate Envoy verified: the x-forwarded-client-cert it set (SANITIZE_SET)
+        xfcc = headers.get(XFCC_HEADER)
         check = CheckInput(path=url[len(self.prefix):].decode("latin-1"), headers=headers,
-                           body=req.body, method=req.method)
+                           body=req.body, method=req.method,
+                           peer=PeerEvidence(xfcc=xfcc, listener=headers.get(LISTENER_HEADER, ""))
+                           if xfcc else None)
         if forwarded.startswith("application/grpc"):
             decision = _GRPC_CONTENT_TYPE
         elif req.too_large:

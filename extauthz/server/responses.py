@@ -11,7 +11,8 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from extauthz.model import CheckInput, Decision, Reason
+from extauthz.model import CheckInput, Decision, PeerEvidence, Reason
+from extauthz.peers import LISTENER_KEY
 from extauthz.server.http1.wire import STATUS_TEXT, Response
 
 _GRPC_CODE = {
@@ -44,7 +45,12 @@ def check_input(request: external_auth_pb2.CheckRequest) -> CheckInput:
     body = http.raw_body
     if not body and http.body:
         raise BodyNotBytesError
-    return CheckInput(path=http.path, headers=headers, body=body, method=http.method)
+    # the client certificate Envoy verified (downstream mTLS): never read from a header here
+    source = request.attributes.source
+    peer = (PeerEvidence(certificate=source.certificate, principal=source.principal,
+                         listener=request.attributes.context_extensions.get(LISTENER_KEY, ""))
+            if source.certificate or source.principal else None)
+    return CheckInput(path=http.path, headers=headers, body=body, method=http.method, peer=peer)
 
 
 class ResponseBuilder:

@@ -141,6 +141,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- if include "extauthz.hasPolicy" . }}
 {{- $_ := set $cfg "policy_file" "/etc/extauthz/policy/policy.yaml" }}
 {{- end }}
+{{- if .Values.peerIdentity.enabled }}
+{{- $_ := set $cfg "peer_identity" (dict "enabled" true "fields" .Values.peerIdentity.fields "trust_domains" .Values.peerIdentity.trustDomains) }}
+{{- end }}
 {{- toYaml (merge $cfg (deepCopy $v.config)) }}
 {{- end }}
 
