@@ -70,7 +70,7 @@ peer_identity:
 
 
 FORGED = (
-    ("x-forwarded-client-cert", f"By={TD}/ns/x/sa/y;URI={BILLING};Subject=\"{LEGACY_DN}\""),
+    ("x-forwarded-client-cert", f'By={TD}/ns/x/sa/y;URI={BILLING};Subject="{LEGACY_DN}"'),
     ("x-envoy-peer-metadata-id", f"sidecar~10.0.0.1~billing-worker.billing~{BILLING}"),
     ("x-envoy-client-cert", BILLING),
 )
