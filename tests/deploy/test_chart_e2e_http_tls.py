@@ -208,7 +208,7 @@ async def test_envoy_with_an_untrusted_client_certificate_fails_closed(
         token = deploy_issuer.mint(sub="alice", permissions=["default:read"])
         # the SDK's connect already calls GetSystemInfo through Envoy
         # either the connect or the first call is refused: both are the refusal under test
-        with pytest.raises((RPCError, RuntimeError)) as failed:  # noqa: PT012
+        with pytest.raises((RPCError, RuntimeError)) as failed:
             client = await _connect(stack, token)
             await client.workflow_service.describe_namespace(
                 rr.DescribeNamespaceRequest(namespace="default"), retry=False,
