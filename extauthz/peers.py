@@ -140,8 +140,9 @@ def parse_xfcc(value: str) -> CertFields:
     """The one element of an ``x-forwarded-client-cert`` header Envoy set (SANITIZE_SET).
 
     ``Key=Value`` pairs separated by ``;``, values double-quoted when they hold ``,;=`` (``\\"``
-    escapes a quote). More than one element (a ``,`` outside quotes) means the header was
-    forwarded, not set by the Envoy that verified the certificate: refused.
+    escapes a quote, ``\\\\`` a backslash; a DN's own escapes such as ``\\,`` are kept). More
+    than one element (a ``,`` outside quotes) means the header was forwarded, not set by the
+    Envoy that verified the certificate: refused.
     """
     if len(value) > _MAX_XFCC_CHARS:
         raise PeerError(Reason.MALFORMED_PEER, "x-forwarded-client-cert is too long")
@@ -158,6 +159,12 @@ def parse_xfcc(value: str) -> CertFields:
             i += 1
             while i < n and value[i] != '"':
                 if value[i] == "\\" and i + 1 < n:
+                    # only the quote and the backslash are XFCC escapes; any other escape
+                    # is the DN's own (RFC 2253 ``\,``, ``\+``...) and stays, exactly as the
+                    # certificate's RFC 4514 text has it: ``CN=a\,O=b`` is one CN, never two
+                    # attributes
+                    if value[i + 1] not in '"\\':
+                        out.append(value[i])
                     i += 1
                 out.append(value[i])
                 i += 1

@@ -417,3 +417,12 @@ bindings:
     target = build_target("DescribeNamespace", {"namespace": "default"})
     assert isinstance(target, Target)
     assert engine.decide(certificate_principal(peer), target).allowed
+
+
+def test_xfcc_subject_keeps_the_dns_own_escapes() -> None:
+    """Envoy writes the subject as RFC 2253 text: a CN holding ``,O=acme`` arrives as
+    ``CN=legacy-worker\\,O=acme``. The escape stays, as in the certificate's RFC 4514 text
+    (gRPC mode), so it never reads as ``CN=legacy-worker,O=acme``."""
+    got = parse_xfcc('Subject="CN=legacy-worker\\,O=acme"')
+    assert got.subject == "CN=legacy-worker\\,O=acme"
+    assert got.subject != "CN=legacy-worker,O=acme"

@@ -1,0 +1,47 @@
+"""Attacks on the certificate identity through real Envoy (both transports): a certificate the
+trusted CA signed whose own fields are text that, in Envoy's ``x-forwarded-client-cert``,
+would read as another identity. Envoy writes ``Subject="<RFC 2253 DN>"`` (escapes kept) and
+``URI=<san>``/``DNS=<san>`` unquoted, so only the certificate itself is unambiguous; each case
+must name the certificate exactly as gRPC mode (the PEM) names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.meshpki import cn
+from support.meshstack import LEGACY_DN, RPC_TIMEOUT, Mesh, mesh_stack
+from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
+from temporalio.service import RPCError, RPCStatusCode
+
+from devkit.components import IssuerInstance, TemporalInstance
+
+
+@pytest.fixture(scope="module")
+def mesh(e2e_dir: Path, temporal: TemporalInstance, issuer: IssuerInstance,
+         transport: str) -> Iterator[Mesh]:
+    """The mesh stack, plus certificates whose fields carry forged XFCC text."""
+    with mesh_stack(e2e_dir / f"mesh-forgery-{transport}", temporal, issuer, transport) as m:
+        extra = {
+            # one CN, "legacy-worker,O=acme": RFC 4514 text CN=legacy-worker\,O=acme
+            "comma-cn": m.ca.issue(cn("legacy-worker,O=acme")),
+        }
+        for name, leaf in extra.items():
+            leaf.write(m.certs, name)
+        m.leaves.update(extra)
+        yield m
+
+
+async def test_escaped_comma_in_a_cn_does_not_fake_a_subject_dn(mesh: Mesh) -> None:
+    """A certificate whose one CN is ``legacy-worker,O=acme`` is not ``CN=legacy-worker,O=acme``
+    (the x509_subject binding): it may not read."""
+    client = await mesh.client("comma-cn")
+    with pytest.raises(RPCError) as info:
+        await client.workflow_service.describe_namespace(
+            rr.DescribeNamespaceRequest(namespace="default"), retry=False, timeout=RPC_TIMEOUT)
+    assert info.value.status in (RPCStatusCode.PERMISSION_DENIED,
+                                 RPCStatusCode.UNAUTHENTICATED)
+    assert f"{LEGACY_DN}'" not in info.value.message
+
