@@ -99,7 +99,8 @@ async def main(n: int = 4_000, rounds: int = 7) -> None:
         task_queue=taskqueue_pb2.TaskQueue(name="billing-1")).SerializeToString())
     grpc_h = {"content-type": "application/grpc"}
     pem = workload_pem()
-    xfcc_value = f'Hash=ab;Subject="CN=billing-worker";URI={SPIFFE}'
+    # as Envoy sets it (cert: true): the URL-encoded PEM first, then the text fields
+    xfcc_value = f'Hash=ab;Cert="{pem}";Subject="CN=billing-worker";URI={SPIFFE}'
 
     def token() -> CheckInput:
         return CheckInput(START, {**grpc_h, "authorization": fresh("Bearer t")}, body)

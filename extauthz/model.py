@@ -160,6 +160,8 @@ class PeerEvidence:
     certificate: str = ""
     principal: str = ""
     xfcc: str = ""
+    # only offline tools: ``xfcc`` is the user's own text, with no ``Cert=`` to read
+    xfcc_text: bool = False
     # the Envoy listener that verified it, as that listener labels its checks (gRPC:
     # context_extensions["extauthz-listener"]; HTTP: the x-extauthz-listener header Envoy adds)
     listener: str = ""

@@ -172,7 +172,7 @@ async def _decide(settings: config.Settings, path: str, body: bytes, token: str 
     headers = {"content-type": "application/grpc"}
     if token is not None:
         headers["authorization"] = f"Bearer {token}"
-    peer = None if certificate is None else PeerEvidence(xfcc=xfcc_of(certificate))
+    peer = None if certificate is None else PeerEvidence(xfcc=xfcc_of(certificate), xfcc_text=True)
     pipeline = Pipeline(verifier, authorizer, max_message_bytes=settings.max_message_bytes,
                         peers=peers)
     return await pipeline.check(CheckInput(path=path, headers=headers, body=body, peer=peer))

@@ -59,6 +59,9 @@ class CertFields:
     uris: tuple[str, ...] = ()
     dns: tuple[str, ...] = ()
     subject: str = ""
+    # HTTP mode: the URL-encoded PEM of the XFCC ``Cert=`` pair (set_current_client_cert_details
+    # cert: true); the certificate itself, the only unambiguous part of the header
+    pem: str = ""
 
 
 def split_spiffe_id(text: str) -> tuple[str, str]:
@@ -189,7 +192,12 @@ def parse_xfcc(value: str) -> CertFields:
                 raise PeerError(Reason.MALFORMED_PEER,
                                 "x-forwarded-client-cert: expected ';' between pairs")
             i += 1
+    certs = [v for k, v in pairs if k == "cert"]
+    if len(certs) > 1:
+        raise PeerError(Reason.MALFORMED_PEER,
+                        "x-forwarded-client-cert has more than one Cert: a SAN carried one")
     return CertFields(
+        pem=certs[0] if certs else "",
         uris=tuple(v for k, v in pairs if k == "uri" and v),
         dns=tuple(v for k, v in pairs if k == "dns" and v),
         subject=next((v for k, v in pairs if k == "subject"), ""),

@@ -88,4 +88,14 @@ class PeerIdentifier:
             return fields_of_pem(evidence.certificate)
         if evidence.principal:
             return fields_of_principal(evidence.principal)
-        return parse_xfcc(evidence.xfcc)
+        fields = parse_xfcc(evidence.xfcc)
+        if fields.pem:
+            return fields_of_pem(fields.pem)
+        if evidence.xfcc_text:
+            return fields
+        # Envoy writes URI= and DNS= SANs unquoted and unescaped: a DNS SAN
+        # "x;URI=spiffe://td/..." reads as that SPIFFE ID. Only the certificate is unambiguous.
+        raise PeerError(Reason.MALFORMED_PEER,
+                        "x-forwarded-client-cert has no Cert= (the certificate): set "
+                        "set_current_client_cert_details.cert: true in Envoy; its URI= and "
+                        "DNS= text alone cannot be told apart from SAN contents")

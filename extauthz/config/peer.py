@@ -97,6 +97,11 @@ def envoy_problems(doc: object, transport: str, listeners: tuple[str, ...] = ())
             if _get(hcm, "forward_client_cert_details") != "SANITIZE_SET":
                 problems.append(f"{where}: forward_client_cert_details must be SANITIZE_SET (a "
                                 "client-sent x-forwarded-client-cert must never pass)")
+            if "grpc_service" not in authz and _get(
+                    _get(hcm, "set_current_client_cert_details"), "cert") is not True:
+                problems.append(f"{where}: set_current_client_cert_details.cert must be true "
+                                "(the server reads the certificate itself; URI=/DNS= text is "
+                                "ambiguous)")
             problems += _handover(where, authz, transport)
             label = _label(hcm, authz)
             if listeners and label not in listeners:

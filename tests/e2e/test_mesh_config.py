@@ -55,7 +55,8 @@ def test_mtls_settings_are_the_invariants(repo_root: Path, transport: str) -> No
     hcm = envoyconfig.http_connection_manager(
         envoyconfig.listener(mtls, envoyconfig.EXTERNAL_LISTENER))
     assert hcm["forward_client_cert_details"] == "SANITIZE_SET"
-    assert hcm["set_current_client_cert_details"] == {"subject": True, "uri": True, "dns": True}
+    assert hcm["set_current_client_cert_details"] == {"cert": True, "subject": True,
+                                                      "uri": True, "dns": True}
     authz = envoyconfig.ext_authz_filter(mtls)
     if transport == "grpc":
         assert authz["include_peer_certificate"] is True

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from support.meshpki import cn
-from support.meshstack import LEGACY_DN, RPC_TIMEOUT, Mesh, mesh_stack
+from support.meshstack import BILLING, LEGACY_DN, RPC_TIMEOUT, Mesh, mesh_stack, start
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -27,6 +27,10 @@ def mesh(e2e_dir: Path, temporal: TemporalInstance, issuer: IssuerInstance,
         extra = {
             # one CN, "legacy-worker,O=acme": RFC 4514 text CN=legacy-worker\,O=acme
             "comma-cn": m.ca.issue(cn("legacy-worker,O=acme")),
+            # a DNS SAN / a non-SPIFFE URI SAN carrying ";URI=<billing SPIFFE ID>"
+            "dns-inject": m.ca.issue(cn("intruder"), dns=[f"intruder;URI={BILLING}"]),
+            "uri-inject": m.ca.issue(cn("intruder"),
+                                     uris=[f"https://intruder.example/x;URI={BILLING}"]),
         }
         for name, leaf in extra.items():
             leaf.write(m.certs, name)
@@ -45,3 +49,13 @@ async def test_escaped_comma_in_a_cn_does_not_fake_a_subject_dn(mesh: Mesh) -> N
                                  RPCStatusCode.UNAUTHENTICATED)
     assert f"{LEGACY_DN}'" not in info.value.message
 
+
+@pytest.mark.parametrize("who", ["dns-inject", "uri-inject"])
+async def test_a_san_carrying_xfcc_text_does_not_fake_a_spiffe_id(mesh: Mesh, who: str) -> None:
+    """A DNS or URI SAN that contains ``;URI=spiffe://...billing...`` never names the billing
+    workload: the start on a billing queue is refused."""
+    client = await mesh.client(who)
+    with pytest.raises(RPCError) as info:
+        await start(client, "billing-q")
+    assert info.value.status in (RPCStatusCode.PERMISSION_DENIED,
+                                 RPCStatusCode.UNAUTHENTICATED)

@@ -426,3 +426,34 @@ def test_xfcc_subject_keeps_the_dns_own_escapes() -> None:
     got = parse_xfcc('Subject="CN=legacy-worker\\,O=acme"')
     assert got.subject == "CN=legacy-worker\\,O=acme"
     assert got.subject != "CN=legacy-worker,O=acme"
+
+
+def test_xfcc_names_the_certificate_never_the_san_text() -> None:
+    """A DNS SAN ``intruder;URI=<billing>`` reads in Envoy's XFCC text as a billing URI SAN.
+    The server names the certificate by its ``Cert=`` (the PEM); an XFCC without one is
+    malformed_peer, and a second ``Cert=`` (carried in a SAN) too."""
+    ca = MeshCA("ca")
+    leaf = ca.issue([(NameOID.COMMON_NAME, "intruder")], dns=[f"intruder;URI={BILLING}"])
+    pem = quote(leaf.cert.decode())
+    text = f'Subject="CN=intruder";DNS=intruder;URI={BILLING}'
+    assert parse_xfcc(text).uris == (BILLING,)  # what the text alone says
+    peers = PeerIdentifier(PeerSettings(enabled=True, fields=("spiffe", "subject"),
+                                        trust_domains=("cluster.local",)))
+    named = peers.identify(PeerEvidence(xfcc=f'Cert="{pem}";{text}'))
+    assert named.name == "CN=intruder" and not named.spiffe_id
+    with pytest.raises(PeerError) as info:
+        peers.identify(PeerEvidence(xfcc=text))
+    assert info.value.reason is Reason.MALFORMED_PEER
+    with pytest.raises(PeerError) as info:
+        parse_xfcc(f'Cert="{pem}";Subject="CN=intruder";DNS=x;Cert="{pem}"')
+    assert info.value.reason is Reason.MALFORMED_PEER
+
+
+def test_validate_requires_the_certificate_in_http_xfcc() -> None:
+    """An HTTP-mode Envoy whose XFCC lacks cert: true cannot back peer_identity."""
+    with open("envoy/envoy-http-mtls.yaml", encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"]
+    del hcm["set_current_client_cert_details"]["cert"]
+    assert any("cert must be true" in p for p in envoy_problems(doc, "http"))
