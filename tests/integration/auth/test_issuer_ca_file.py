@@ -175,3 +175,42 @@ def test_serve_process_trusts_the_issuer_through_the_env_ca_file(
         authz.proc.stop()
     assert allowed.status.code == 0, allowed
     assert refused_.status.code != 0
+
+
+async def test_the_system_store_is_not_trusted_beside_the_bundle(
+        tls_issuer: DevIssuer, private_ca: CA, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ca_file`` replaces the system store, never adds to it: with the issuer's CA in the
+    system store (OpenSSL's SSL_CERT_FILE: a public CA, a corporate root) and another CA's
+    bundle as ``ca_file``, the issuer is not trusted (keys_unavailable)."""
+    (tmp_path / "system.pem").write_bytes(private_ca.pem)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "system.pem"))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    (tmp_path / "other.pem").write_bytes(CA("some-other-root").pem)
+    settings = load(write_config(tmp_path, tls_issuer, "    ca_file: other.pem"), env={})
+    async with running(*settings.issuers, ready=False) as auth:
+        assert not await auth.wait_ready(3.0)
+        token = tls_issuer.mint({"sub": "alice", "permissions": ["default:read"]})
+        decision = await Pipeline(auth).check(listing(token))
+    assert not decision.allowed and decision.reason == Reason.KEYS_UNAVAILABLE
+    assert tls_issuer.jwks_requests == 0
+
+
+async def test_the_bundle_does_not_turn_hostname_checks_off(private_ca: CA,
+                                                            tmp_path: Path) -> None:
+    """The bundle's CA signed the issuer's certificate, but for another name: refused
+    (keys_unavailable), so a bundle never vouches for a host the certificate does not name."""
+    leaf = private_ca.issue("idp.elsewhere.example", dns=("idp.elsewhere.example",))
+    (tmp_path / "issuer.crt").write_bytes(leaf.cert)
+    (tmp_path / "issuer.key").write_bytes(leaf.key)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "issuer.crt", tmp_path / "issuer.key")
+    (tmp_path / "ca.pem").write_bytes(private_ca.pem)
+    with DevIssuer(tls=context) as dev:
+        settings = load(write_config(tmp_path, dev, "    ca_file: ca.pem"), env={})
+        async with running(*settings.issuers, ready=False) as auth:
+            assert not await auth.wait_ready(3.0)
+            token = dev.mint({"sub": "alice", "permissions": ["default:read"]})
+            decision = await Pipeline(auth).check(listing(token))
+        assert not decision.allowed and decision.reason == Reason.KEYS_UNAVAILABLE
+        assert dev.jwks_requests == 0
