@@ -155,11 +155,12 @@ VARIABLES = (
 )
 # the one issuer the environment can name; read only when the file lists none
 ISSUER_URL = "TEMPORAL_AUTH_PROVIDER_URL"
+ISSUER_CA_FILE = "EXTAUTHZ_ISSUER_CA_FILE"
 ISSUER_VARIABLES = (
     Variable(ISSUER_URL, ("issuer",)),
     Variable("EXTAUTHZ_AUDIENCE", ("audiences",), LIST),
     Variable("TEMPORAL_AUTH_CLIENT_ID", ("audiences",), LIST),
-    Variable("EXTAUTHZ_ISSUER_CA_FILE", ("ca_file",)),
+    Variable(ISSUER_CA_FILE, ("ca_file",)),
 )
 # not stripped or lower-cased: exactly 1, true or yes allows http://, anything else does not
 INSECURE_ISSUER = "EXTAUTHZ_ALLOW_INSECURE_ISSUER"
@@ -196,6 +197,16 @@ def environment_mapping(settings: Settings, env: Mapping[str, str]
     """The environment as the config file's mapping, and each key path's variable."""
     labels: dict[str, str] = {}
     data = _overlay(VARIABLES, env, "", labels)
+    if env.get(ISSUER_CA_FILE, "").strip() and (
+            settings.issuers or not env.get(ISSUER_URL, "").strip()):
+        # silently ignored, it would leave every issuer on the system store: the opposite
+        # of what the operator asked for (the chart's oidc.caBundle beside config issuers)
+        why = ("the config file lists issuers" if settings.issuers
+               else f"{ISSUER_URL} is not set")
+        raise ConfigError(f"{SOURCE}: {ISSUER_CA_FILE}: it is the ca_file of the {ISSUER_URL} "
+                          f"issuer, which is not used ({why}), so no issuer would trust it; "
+                          "set ca_file on the issuers of the config file (issuers[].ca_file), "
+                          "or unset it")
     if env.get(ISSUER_URL, "").strip() and not settings.issuers:
         issuer = _overlay(ISSUER_VARIABLES, env, "issuers[0].", labels)
         issuer["allow_insecure_http"] = env.get(INSECURE_ISSUER, "") in _TRUE

@@ -326,3 +326,18 @@ def test_helm_test_pod_dials_the_frontend_ports_directly() -> None:
     assert standalone["FRONTEND_ADDRESSES"] == f"{host}:7233,{host}:7243"
     assert "FRONTEND_ADDRESSES" not in env({"tests": {"bypassCheck": False}})
     assert "FRONTEND_ADDRESSES" not in env({"mode": "istio"})
+
+
+def test_issuer_ca_bundle_beside_config_issuers() -> None:
+    """With extauthz.config.issuers the bundle is theirs to name (ca_file): the chart does not
+    set EXTAUTHZ_ISSUER_CA_FILE (the server refuses it beside file issuers), and a bundle that
+    no listed issuer names is refused at install time."""
+    bundle = {"configMap": "corp-ca", "key": "bundle.pem"}
+    issuer = {"issuer": "https://idp.corp.example", "audiences": ["temporal"]}
+    _, c = _server({"extauthz": {"oidc": {"caBundle": bundle}, "config": {"issuers": [
+        {**issuer, "ca_file": "/etc/extauthz/issuer-ca/bundle.pem"}]}}})
+    assert "EXTAUTHZ_ISSUER_CA_FILE" not in {e["name"] for e in c["env"]}
+    with pytest.raises(helm.HelmError, match=r"no issuer of extauthz\.config\.issuers has "
+                                             r"ca_file"):
+        render_files({"extauthz": {"oidc": {**OIDC, "caBundle": bundle},
+                                   "config": {"issuers": [issuer]}}})

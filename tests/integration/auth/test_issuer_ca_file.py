@@ -214,3 +214,25 @@ async def test_the_bundle_does_not_turn_hostname_checks_off(private_ca: CA,
             decision = await Pipeline(auth).check(listing(token))
         assert not decision.allowed and decision.reason == Reason.KEYS_UNAVAILABLE
         assert dev.jwks_requests == 0
+
+
+@pytest.mark.parametrize("with_url", [True, False])
+def test_an_env_ca_file_that_no_issuer_uses_is_a_config_error(tmp_path: Path,
+                                                               with_url: bool) -> None:
+    """EXTAUTHZ_ISSUER_CA_FILE is the environment issuer's; when the file lists issuers (the
+    chart's oidc.caBundle beside extauthz.config.issuers) or no TEMPORAL_AUTH_PROVIDER_URL is
+    set, nothing would use it and every issuer would trust the system store instead of the
+    bundle the operator set: refused, naming the variable."""
+    (tmp_path / "ca.pem").write_bytes(CA("corp-root").pem)
+    config = tmp_path / "config.yaml"
+    config.write_text("issuers:\n  - issuer: https://idp.example.com\n    audiences: [t]\n")
+    env = {"EXTAUTHZ_ISSUER_CA_FILE": str(tmp_path / "ca.pem")}
+    if with_url:
+        env["TEMPORAL_AUTH_PROVIDER_URL"] = "https://idp.example.com"
+    with pytest.raises(ConfigError) as info:
+        load(config, env=env)
+    assert "EXTAUTHZ_ISSUER_CA_FILE" in str(info.value)
+    assert "ca_file" in str(info.value)
+    if not with_url:
+        with pytest.raises(ConfigError, match="EXTAUTHZ_ISSUER_CA_FILE"):
+            load(None, env=env)
