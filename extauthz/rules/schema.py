@@ -21,7 +21,8 @@ Schema = dict[str, Any]
 
 DENY_KEYS = ("name", "description", "match", "unless", "methods", "categories", "namespaces",
              "task_queues", "dry_run", "message")
-MATCH_KEYS = ("anyone", "groups", "scopes", "subject", "client_id", "issuer", "kind", "claims")
+MATCH_KEYS = ("anyone", "groups", "scopes", "subject", "client_id", "issuer", "kind", "claims",
+              "spiffe", "x509_subject")
 
 
 def _strings(description: str = "", *, enum: tuple[str, ...] = ()) -> Schema:
@@ -52,6 +53,8 @@ def _condition(*, allow_kind: bool) -> Schema:
         "anyone": {"const": True},
         "groups": _strings(), "scopes": _strings(), "subject": _strings(),
         "client_id": _strings(), "issuer": _strings(),
+        "spiffe": _strings("SPIFFE ID patterns of the client certificate (spiffe://td/ns/*/sa/*)"),
+        "x509_subject": _strings("subject DNs of the client certificate, RFC 4514 text"),
         "claims": {"type": "object", "minProperties": 1, "additionalProperties": {
             "oneOf": [_scalar(), {"type": "array", "items": _scalar(), "minItems": 1}]}},
     }
