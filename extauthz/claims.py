@@ -150,7 +150,7 @@ def principal_kind(claims: Mapping[str, Any]) -> str:
     - Entra ID: ``idtyp`` (``app`` or ``user``, the optional claim) decides when present;
       without it, an app-only token is the one with no ``scp`` whose ``sub`` is its ``oid``;
     - Okta: ``cid`` names the client; the token is the client's own when ``sub`` equals it
-      (a human's ``sub`` is their login, with a ``uid``);
+      and it has no ``uid`` (a human's ``sub`` is their login, always with a ``uid``);
     - Keycloak: a service account's ``preferred_username`` is ``service-account-<client id>``
       and its token carries the client id (``client_id``, or ``clientId`` before Keycloak 20);
     - Dex: ``sub`` is an encoded (user id, connector id); its own client_credentials grant
@@ -170,7 +170,9 @@ def principal_kind(claims: Mapping[str, Any]) -> str:
         return "service"  # Entra without idtyp: app-only tokens have no scp; oid is sub
     cid = claims.get("cid")
     if isinstance(cid, str) and cid:
-        return "service" if sub == cid else "human"
+        # a user's token always carries uid (their Okta id), even when their login (sub) was
+        # chosen equal to the client id; the client's own token never does
+        return "service" if sub == cid and "uid" not in claims else "human"
     if _keycloak_service_account(claims) or _dex_client_subject(claims):
         return "service"
     client = claims.get("client_id") or claims.get("azp")

@@ -31,6 +31,10 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("okta user through the same app", {"cid": "0oa1w", "sub": "a@x.com", "uid": "00u1"},
      "human"),
     ("okta user with azp too", {"cid": "0oa1w", "sub": "a@x.com", "azp": "a@x.com"}, "human"),
+    # a user whose login equals the client id (non-email login formats allow it): Okta still
+    # gives a user's token its uid, which a client-credentials token never has
+    ("okta user whose login is the client id", {"cid": "0oa1w", "sub": "0oa1w", "uid": "00u1"},
+     "human"),
     # Entra: idtyp decides; without it, no scp and oid == sub
     ("entra app token", {"tid": "t", "idtyp": "app", "azp": "app1", "sub": "o1", "oid": "o1"},
      "service"),
