@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from support.meshpki import cn
-from support.meshstack import BILLING, LEGACY_DN, RPC_TIMEOUT, Mesh, mesh_stack, start
+from support.meshstack import BILLING, LEGACY_DN, OTHER, RPC_TIMEOUT, Mesh, mesh_stack, start
 from temporalio.api.workflowservice.v1 import request_response_pb2 as rr
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from devkit.components import IssuerInstance, TemporalInstance
@@ -59,3 +61,19 @@ async def test_a_san_carrying_xfcc_text_does_not_fake_a_spiffe_id(mesh: Mesh, wh
         await start(client, "billing-q")
     assert info.value.status in (RPCStatusCode.PERMISSION_DENIED,
                                  RPCStatusCode.UNAUTHENTICATED)
+
+
+async def test_a_client_sent_xfcc_with_the_billing_certificate_changes_nothing(
+        mesh: Mesh) -> None:
+    """A certificate is public: a client connecting with the 'other' workload's certificate
+    sends an x-forwarded-client-cert carrying the billing certificate's PEM (Cert=). Envoy
+    replaces it (SANITIZE_SET) and gRPC mode never reads it: the call is the other workload's."""
+    forged = (f'Cert="{quote(mesh.leaves["billing"].cert.decode())}";'
+              f'Subject="CN=billing-worker";URI={BILLING}')
+    client = await Client.connect(mesh.envoy.target, namespace="default",
+                                  tls=mesh.tls("other"),
+                                  rpc_metadata={"x-forwarded-client-cert": forged})
+    with pytest.raises(RPCError) as info:
+        await start(client, "billing-q")
+    assert info.value.status == RPCStatusCode.PERMISSION_DENIED
+    assert OTHER in info.value.message
