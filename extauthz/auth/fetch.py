@@ -74,13 +74,12 @@ def load_ca_file(path: str) -> ssl.SSLContext:
     if b"-----BEGIN CERTIFICATE-----" not in data:
         raise CAFileError(f"{path}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it; "
                           "expected the issuer's CA bundle in PEM")
-    # not create_default_context(): without cafile/cadata it loads the system store first, and
-    # the bundle would only add to it. PROTOCOL_TLS_CLIENT verifies the chain and the hostname.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.check_hostname = True
+    # the bundle goes to create_default_context itself: called without cafile/cadata it loads
+    # the system store first, and a bundle loaded afterwards would only add to it. Its defaults
+    # stay (CERT_REQUIRED, hostname checks, and the verify flags of this Python).
     try:
-        context.load_verify_locations(cadata=data.decode("ascii"))
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                             cadata=data.decode("ascii"))
     except (ssl.SSLError, UnicodeDecodeError, ValueError) as exc:
         raise CAFileError(f"{path}: not a valid PEM CA bundle ({type(exc).__name__}: "
                           f"{getattr(exc, 'reason', None) or exc})") from None
