@@ -182,7 +182,13 @@ async def _serve_h2grpc(host: str, port: int) -> None:
         _parse(message)
         return ok
 
-    server = H2GrpcServer({CHECK_PATH.encode(): check})
+    serving = b"\x08\x01"  # HealthCheckResponse(status=SERVING)
+
+    async def health(message: bytes) -> bytes:
+        return serving
+
+    server = H2GrpcServer({CHECK_PATH.encode(): check,
+                           b"/grpc.health.v1.Health/Check": health})
     await server.start(host, port)
     await _until_signal()
     await server.drain(0)

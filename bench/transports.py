@@ -8,6 +8,7 @@ how to point Envoy's ext_authz filter at a server of that transport. Each regist
 
 - ``grpc``: Envoy's gRPC ext_authz mode (``envoy/envoy.yaml``), h2load over h2c replaying the
   recorded CheckRequest;
+- ``grpc-h2``: the gRPC mode answered by ``grpc_server: h2`` (``extauthz.server.h2grpc``);
 - ``http``: Envoy's HTTP ext_authz mode (``envoy/envoy-http.yaml``), h2load ``--h1`` replaying
   the recorded HTTP check (method, path, headers and body as Envoy sent them).
 """
@@ -157,7 +158,24 @@ class HttpTransport:
                                 upstream=upstream, authz=authz, drop_internal=True)
 
 
-TRANSPORTS: dict[str, Callable[[], Transport]] = {"grpc": GrpcTransport, "http": HttpTransport}
+class GrpcH2Transport(GrpcTransport):
+    """Envoy's gRPC ext_authz mode answered by the hand-framed listener (``grpc_server: h2``);
+    its bare baseline is the same server with a fixed OK (``bench.grpc_servers`` h2grpc)."""
+
+    name = "grpc-h2"
+
+    def extauthz_env(self, address: Address) -> dict[str, str]:
+        """``EXTAUTHZ_LISTEN``, ``EXTAUTHZ_GRPC_SERVER=h2``."""
+        return {**super().extauthz_env(address), "EXTAUTHZ_GRPC_SERVER": "h2"}
+
+    def baseline_argv(self, address: Address) -> list[str]:
+        """``python -m bench.grpc_servers --serve h2grpc``."""
+        return python_module("bench.grpc_servers", "--serve", "h2grpc",
+                             "--listen", f"{address[0]}:{address[1]}")
+
+
+TRANSPORTS: dict[str, Callable[[], Transport]] = {
+    "grpc": GrpcTransport, "http": HttpTransport, "grpc-h2": GrpcH2Transport}
 
 
 def get(name: str) -> Transport:
