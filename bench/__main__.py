@@ -87,6 +87,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                          f"{','.join(transports.TRANSPORTS)} (default: all, in one run)")
     ap.add_argument("--jwt-cache", action="store_true",
                     help="e2e: add Envoy jwt_authn with its JWT cache as a fifth variant")
+    ap.add_argument("--report", action="store_true",
+                    help="regenerate the tables of docs/measurements.md from this run "
+                         "(bench.report)")
     ap.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/)")
     ap.add_argument("--workdir", type=Path, default=None, help="logs and configs (default: tmp)")
     return ap.parse_args(argv)
@@ -141,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         path = write(out, args.out)
         print(render(out))
         print(f"\nJSON: {path}")
+        if args.report:
+            from bench import report
+
+            report.write(report.render(out))
+            print(f"tables regenerated: {report.DOC}")
         if tmp is not None:
             tmp.cleanup()
     return 0

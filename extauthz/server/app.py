@@ -22,7 +22,8 @@ from extauthz.rules import categories as rules_categories
 from extauthz.rules.reload import PolicyHolder, PolicyStatus, metrics_listener
 from extauthz.server.grpc_service import AuthorizationService
 from extauthz.server.h2grpc import services as h2_services
-from extauthz.server.h2grpc.server import H2GrpcServer, H2Limits, ssl_context_h2
+from extauthz.server.h2grpc.server import H2GrpcServer, H2Limits
+from extauthz.server.h2grpc.tls import with_h2_alpn
 from extauthz.server.http1 import HttpLimits
 from extauthz.server.http_service import ENVOY_MAX_REQUEST_BYTES, HttpCheckServer
 from extauthz.server.responses import HttpResponses, ResponseBuilder
@@ -138,8 +139,11 @@ class Server:
         """Listen with the hand-framed server (``extauthz.server.h2grpc``): Check and health."""
         ssl_context = None
         if self.settings.tls.enabled:
-            # the same files as grpcio's listener, ALPN h2; read once at start (no rotation yet)
-            ssl_context = ssl_context_h2(ServerSSLContext(self.settings.tls).current())
+            # the same files and semantics as grpcio's listener, ALPN h2; a new connection gets
+            # the files current at its accept (rotation)
+            holder = ServerSSLContext(self.settings.tls)
+            self.tls_files = holder.files
+            ssl_context = with_h2_alpn(holder.current)
         limits = H2Limits(max_message=self.settings.grpc_max_receive_bytes)
         self.h2 = H2GrpcServer(h2_services.routes(service, self.health_status.get), limits,
                                ssl_context)

@@ -20,6 +20,7 @@ import h2.connection
 import h2.events
 import hpack
 import pytest
+from cryptography import x509
 from deploy.pki import CA, write_secret_volume
 from envoy.service.auth.v3 import external_auth_pb2
 from google.rpc import code_pb2, status_pb2
@@ -28,7 +29,8 @@ from hyperframe import frame as hf
 from devkit.ports import LOOPBACK
 from extauthz.config import TLSSettings
 from extauthz.server.h2grpc.calls import GrpcError
-from extauthz.server.h2grpc.server import H2GrpcServer, H2Limits, ssl_context_h2
+from extauthz.server.h2grpc.server import H2GrpcServer, H2Limits
+from extauthz.server.h2grpc.tls import with_h2_alpn
 from extauthz.server.tls import ServerSSLContext
 
 # async fixtures run in the session loop (asyncio_default_fixture_loop_scope): so do the tests
@@ -253,6 +255,32 @@ async def test_headers_split_across_continuation_frames(server: tuple[H2GrpcServ
     raw.close()
 
 
+async def test_repeated_header_blocks_follow_the_dynamic_table(
+        server: tuple[H2GrpcServer, int]) -> None:
+    """The same all-indexed header block decodes anew after a literal shifted the dynamic
+    table: here it names another method and is answered UNIMPLEMENTED, not from a stale
+    decode of the earlier identical bytes."""
+    raw = await Raw.open(server[1])
+    empty = hf.DataFrame(1, b"\x00" * 5, flags=["END_STREAM"])
+
+    def send(sid: int, block: bytes) -> None:
+        empty.stream_id = sid
+        raw.send(hf.HeadersFrame(sid, block, flags=["END_HEADERS"]).serialize()
+                 + empty.serialize())
+
+    send(1, raw.headers_block())  # literals: the entries go into the table
+    indexed = raw.headers_block()  # the same headers: now one byte per field
+    assert all(b & 0x80 for b in indexed)
+    send(3, indexed)
+    send(5, indexed)
+    assert [await raw.status(sid) for sid in (1, 3, 5)] == ["0", "0", "0"]
+    send(7, raw.headers_block("/no.Such/Method"))  # a literal :path shifts every entry
+    send(9, indexed)  # its last index now names the new :path
+    assert await raw.status(7) == "12"
+    assert await raw.status(9) == "12"
+    raw.close()
+
+
 async def test_ping_is_acknowledged_with_its_payload(server: tuple[H2GrpcServer, int]) -> None:
     """PING gets PING ACK carrying the same 8 bytes."""
     raw = await Raw.open(server[1])
@@ -423,21 +451,39 @@ async def test_peer_goaway_closes_once_calls_finish(server: tuple[H2GrpcServer, 
 # ---- TLS with ALPN h2 -------------------------------------------------------------------------
 
 
-async def test_tls_negotiates_alpn_h2_and_serves_grpcio(tmp_path: Path) -> None:
+async def _served_serial(port: int, client: ssl.SSLContext) -> tuple[str | None, int]:
+    """(ALPN protocol, certificate serial) a new TLS connection gets."""
+    _, writer = await asyncio.open_connection(LOOPBACK, port, ssl=client)
+    tls = writer.get_extra_info("ssl_object")
+    serial = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
+    writer.close()
+    return tls.selected_alpn_protocol(), serial
+
+
+async def test_tls_negotiates_alpn_h2_serves_grpcio_and_follows_rotated_files(
+        tmp_path: Path) -> None:
     """With the project's TLS files the listener negotiates ALPN h2 and grpc.aio's secure
-    channel gets OK Checks."""
+    channel gets OK Checks; after the files rotate, a new connection gets the new
+    certificate; a client offering only http/1.1 gets no protocol (never http/1.1)."""
     ca = CA("server-ca")
-    write_secret_volume(tmp_path / "tls", ca.issue("extauthz", ips=(LOOPBACK,)))
+    first = ca.issue("extauthz", ips=(LOOPBACK,))
+    write_secret_volume(tmp_path / "tls", first)
     tls = TLSSettings(cert_file=str(tmp_path / "tls" / "tls.crt"),
                       key_file=str(tmp_path / "tls" / "tls.key"))
-    srv = H2GrpcServer(dict(ROUTES), ssl_context=ssl_context_h2(ServerSSLContext(tls).current()))
+    srv = H2GrpcServer(dict(ROUTES), ssl_context=with_h2_alpn(ServerSSLContext(tls).current))
     port = await srv.start(LOOPBACK, 0)
     try:
         client = ssl.create_default_context(cadata=ca.pem.decode())
         client.set_alpn_protocols(["h2", "http/1.1"])
-        _, writer = await asyncio.open_connection(LOOPBACK, port, ssl=client)
-        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
-        writer.close()
+        first_serial = x509.load_pem_x509_certificate(first.cert).serial_number
+        assert await _served_serial(port, client) == ("h2", first_serial)
+        second = ca.issue("extauthz", ips=(LOOPBACK,))
+        write_secret_volume(tmp_path / "tls", second)
+        second_serial = x509.load_pem_x509_certificate(second.cert).serial_number
+        assert await _served_serial(port, client) == ("h2", second_serial)
+        h1_only = ssl.create_default_context(cadata=ca.pem.decode())
+        h1_only.set_alpn_protocols(["http/1.1"])
+        assert (await _served_serial(port, h1_only))[0] is None  # never http/1.1
         creds = grpc.ssl_channel_credentials(root_certificates=ca.pem)
         async with grpc.aio.secure_channel(f"{LOOPBACK}:{port}", creds) as channel:
             reply = await channel.unary_unary(CHECK)(b"", timeout=5)

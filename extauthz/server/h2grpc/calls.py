@@ -84,6 +84,9 @@ class Calls:
         self.peer_gone = False
         self.closed = False
         self.out: list[bytes] = []
+        self.early: list[bytes] = []
+        # header blocks of indexed fields only, decoded while the dynamic table is unchanged
+        self.decoded: dict[bytes, list[tuple[bytes, bytes]]] = {}
 
 
     # ---- calls --------------------------------------------------------------------------

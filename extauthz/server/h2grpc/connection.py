@@ -14,6 +14,7 @@ suspends gets a Task (``server.coroutines``).
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
 import hpack
 import structlog
@@ -24,6 +25,8 @@ from extauthz.server.h2grpc.calls import Calls, H2Error, Stream
 log = structlog.get_logger("extauthz.h2grpc")
 _HEAD = f.HEAD
 _DRAIN_PING = b"drain\x00\x00\x00"
+_INDEXED = bytes(range(128, 256))
+_DECODED_ENTRIES = 64
 MAX_HEADER_BLOCK = 64 * 1024  # bytes of one header block across CONTINUATION frames
 
 
@@ -40,6 +43,9 @@ class Connection(Calls, asyncio.Protocol):
         if self.server.draining:
             self.drain()
         self.flush()
+        if self.early:  # TLS: bytes that came with the handshake's last flight
+            early, self.early = b"".join(self.early), []
+            self.data_received(early)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -51,6 +57,9 @@ class Connection(Calls, asyncio.Protocol):
         self.server.connection_closed()
 
     def data_received(self, data: bytes) -> None:
+        if self.transport is None:  # TLS: start_tls may deliver before connection_made
+            self.early.append(data)
+            return
         buf = self.buf + data if self.buf else data
         try:
             if not self.preface:
@@ -224,7 +233,16 @@ class Connection(Calls, asyncio.Protocol):
 
     def on_header_block(self, sid: int, block: bytes, end_stream: bool) -> None:
         """A complete header block: a new call, or a stream's trailers."""
-        headers = self.decoder.decode(block, raw=True)  # always: keeps the HPACK state
+        headers = self.decoded.get(block)
+        if headers is None:
+            # always decoded (a refused stream too): keeps the HPACK state
+            headers = cast(list[tuple[bytes, bytes]], self.decoder.decode(block, raw=True))
+            if block.translate(None, _INDEXED):
+                self.decoded.clear()  # a literal may have changed the dynamic table
+            elif len(self.decoded) < _DECODED_ENTRIES:
+                # only indexed fields (one byte each, top bit set): the table is unchanged, so
+                # the same bytes decode the same until a block with a literal arrives
+                self.decoded[block] = headers
         st = self.streams.get(sid)
         if st is not None:  # trailers
             if not end_stream:

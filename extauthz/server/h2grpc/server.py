@@ -16,6 +16,7 @@ from typing import Any
 
 from extauthz.server.h2grpc import frames as f
 from extauthz.server.h2grpc.connection import Connection
+from extauthz.server.h2grpc.tls import Accepted
 
 Handler = Callable[[bytes], Coroutine[Any, Any, bytes]]
 
@@ -30,17 +31,20 @@ class H2Limits:
     connection_window: int = 16 * 1024 * 1024  # our connection receive window
     max_frame: int = f.DEFAULT_FRAME  # largest frame we accept (we advertise the default)
     max_header_list: int = 16 * 1024  # SETTINGS_MAX_HEADER_LIST_SIZE
+    handshake_timeout: float = 10.0  # seconds for a TLS handshake
 
 
 class H2GrpcServer:
     """Unary gRPC over HTTP/2 on asyncio: h2c with prior knowledge, or TLS with ALPN ``h2``."""
 
     def __init__(self, routes: dict[bytes, Handler], limits: H2Limits | None = None,
-                 ssl_context: ssl.SSLContext | None = None):
+                 ssl_context: Callable[[], ssl.SSLContext] | None = None):
         self.routes = routes
         self.limits = limits or H2Limits()
+        # TLS: the context for each new connection (``tls.with_h2_alpn``: follows the files)
         self.ssl_context = ssl_context
         self.connections: set[Connection] = set()
+        self.handshakes: set[asyncio.Task[None]] = set()
         self.draining = False
         self._server: asyncio.Server | None = None
         self._idle = asyncio.Event()
@@ -54,9 +58,12 @@ class H2GrpcServer:
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         """Listen; returns the bound port."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: Connection(self), host, port, ssl=self.ssl_context, backlog=1024,
-            reuse_port=reuse_port or None)
+        context = self.ssl_context
+        factory: Callable[[], asyncio.Protocol] = (
+            (lambda: Connection(self)) if context is None
+            else (lambda: Accepted(self, context, self.limits.handshake_timeout)))
+        self._server = await loop.create_server(factory, host, port, backlog=1024,
+                                                reuse_port=reuse_port or None)
         bound: int = self._server.sockets[0].getsockname()[1]
         return bound
 
@@ -70,6 +77,8 @@ class H2GrpcServer:
         self.draining = True
         if self._server is not None:
             self._server.close()
+        for task in list(self.handshakes):
+            task.cancel()
         for conn in list(self.connections):
             conn.drain()
         if self.connections:
@@ -82,8 +91,3 @@ class H2GrpcServer:
         if self._server is not None:
             await self._server.wait_closed()
 
-
-def ssl_context_h2(base: ssl.SSLContext) -> ssl.SSLContext:
-    """``base`` (the project's server context) with ALPN ``h2`` instead of ``http/1.1``."""
-    base.set_alpn_protocols(["h2"])
-    return base
