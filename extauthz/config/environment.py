@@ -30,9 +30,8 @@ The variables (the names users already put in Temporal's Helm values):
   protocol on ``listen``, its HTTP protocol on ``http_listen`` (``EXTAUTHZ_HTTP_LISTEN``,
   default ``127.0.0.1:9192``, checks under ``http_path_prefix``, default ``/check``), or both.
   The ``tls`` block applies to every Check listener (HTTPS with ``transport: http``).
-- ``EXTAUTHZ_GRPC_SERVER``: ``grpcio`` (default, grpc.aio) or ``h2`` (the hand-framed server,
-  ``extauthz.server.h2grpc``): the implementation of the gRPC listener; overrides
-  ``grpc_server``.
+- ``EXTAUTHZ_GRPC_SERVER``: ``h2`` (default: the hand-framed server, ``extauthz.server.h2grpc``)
+  or ``grpcio`` (grpc.aio): the implementation of the gRPC listener; overrides ``grpc_server``.
 - ``EXTAUTHZ_LOG_LEVEL`` / ``EXTAUTHZ_LOG_FORMAT`` / ``EXTAUTHZ_AUDIT_ALLOW_SAMPLE_RATE`` /
   ``EXTAUTHZ_WORKERS``: override ``log_level``, ``log_format``, ``audit_allow_sample_rate`` and
   ``workers``.
