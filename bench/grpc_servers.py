@@ -223,7 +223,7 @@ def _spawn(name: str, workdir: Path, issuer_url: str, cpus: list[int] | None) ->
     elif name.startswith("extauthz"):
         argv = python_module("extauthz", "serve", "--workers", "1")
         env = extauthz_env(transport, address, issuer_url)
-        env["EXTAUTHZ_GRPC_SERVER"] = name.split()[1]
+        env["EXTAUTHZ_GRPC_SERVER"] = name.split()[1]  # grpcio | h2
         env["EXTAUTHZ_AUDIT_ALLOW_SAMPLE_RATE"] = "0"
     else:
         argv, env = python_module("bench.grpc_servers", "--serve", name, "--listen", listen), None

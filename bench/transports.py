@@ -6,9 +6,10 @@ load generator replays at the server, how to check that one such request is real
 how to point Envoy's ext_authz filter at a server of that transport. Each registers itself in
 ``TRANSPORTS`` and becomes a name for ``--transport`` (the default runs them all, in one run):
 
-- ``grpc``: Envoy's gRPC ext_authz mode (``envoy/envoy.yaml``), h2load over h2c replaying the
-  recorded CheckRequest;
-- ``grpc-h2``: the gRPC mode answered by ``grpc_server: h2`` (``extauthz.server.h2grpc``);
+- ``grpc``: Envoy's gRPC ext_authz mode (``envoy/envoy.yaml``) answered by grpc.aio
+  (``grpc_server: grpcio``), h2load over h2c replaying the recorded CheckRequest;
+- ``grpc-h2``: the gRPC mode answered by ``grpc_server: h2`` (``extauthz.server.h2grpc``, the
+  default);
 - ``http``: Envoy's HTTP ext_authz mode (``envoy/envoy-http.yaml``), h2load ``--h1`` replaying
   the recorded HTTP check (method, path, headers and body as Envoy sent them).
 """
@@ -67,8 +68,9 @@ class GrpcTransport:
     name = "grpc"
 
     def extauthz_env(self, address: Address) -> dict[str, str]:
-        """``EXTAUTHZ_LISTEN``."""
-        return {"EXTAUTHZ_LISTEN": f"{address[0]}:{address[1]}"}
+        """``EXTAUTHZ_LISTEN``, ``EXTAUTHZ_GRPC_SERVER=grpcio`` (grpc.aio, as its baseline)."""
+        return {"EXTAUTHZ_LISTEN": f"{address[0]}:{address[1]}",
+                "EXTAUTHZ_GRPC_SERVER": "grpcio"}
 
     def baseline_argv(self, address: Address) -> list[str]:
         """``python -m bench.baseline``."""
