@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import hpack
@@ -55,7 +55,6 @@ class Stream:
     task: asyncio.Task[None] | None = None
     pending: bytes = b""  # response DATA waiting for window, then the trailers
     unacked: int = 0  # bytes received since our last stream WINDOW_UPDATE
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 class Calls:
@@ -85,8 +84,8 @@ class Calls:
         self.closed = False
         self.out: list[bytes] = []
         self.early: list[bytes] = []
-        # header blocks of indexed fields only, decoded while the dynamic table is unchanged
-        self.decoded: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        # header blocks that left the HPACK dynamic table unchanged, with the table's state
+        self.decoded: dict[bytes, tuple[tuple[int, int, int], list[tuple[bytes, bytes]]]] = {}
 
 
     # ---- calls --------------------------------------------------------------------------

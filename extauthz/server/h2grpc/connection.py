@@ -25,7 +25,6 @@ from extauthz.server.h2grpc.calls import Calls, H2Error, Stream
 log = structlog.get_logger("extauthz.h2grpc")
 _HEAD = f.HEAD
 _DRAIN_PING = b"drain\x00\x00\x00"
-_INDEXED = bytes(range(128, 256))
 _DECODED_ENTRIES = 64
 MAX_HEADER_BLOCK = 64 * 1024  # bytes of one header block across CONTINUATION frames
 
@@ -233,16 +232,22 @@ class Connection(Calls, asyncio.Protocol):
 
     def on_header_block(self, sid: int, block: bytes, end_stream: bool) -> None:
         """A complete header block: a new call, or a stream's trailers."""
-        headers = self.decoded.get(block)
-        if headers is None:
+        table = self.decoder.header_table
+        entries = table.dynamic_entries
+        state = (len(entries), id(entries[0]) if entries else 0, table.maxsize)
+        hit = self.decoded.get(block)
+        if hit is not None and hit[0] == state:
+            headers = hit[1]
+        else:
             # always decoded (a refused stream too): keeps the HPACK state
             headers = cast(list[tuple[bytes, bytes]], self.decoder.decode(block, raw=True))
-            if block.translate(None, _INDEXED):
-                self.decoded.clear()  # a literal may have changed the dynamic table
+            after = (len(entries), id(entries[0]) if entries else 0, table.maxsize)
+            if after != state:
+                self.decoded.clear()  # the dynamic table changed: every cached decode is stale
             elif len(self.decoded) < _DECODED_ENTRIES:
-                # only indexed fields (one byte each, top bit set): the table is unchanged, so
-                # the same bytes decode the same until a block with a literal arrives
-                self.decoded[block] = headers
+                # nothing was added, evicted or resized (a new entry is a new object at the
+                # front): the same bytes decode the same while the table stays as it is
+                self.decoded[block] = (state, headers)
         st = self.streams.get(sid)
         if st is not None:  # trailers
             if not end_stream:
