@@ -462,8 +462,12 @@ def run(transports: Sequence[Transport], workdir: Path, issuer: Any, token: str,
             rates = {}
             bare = [summary([r["calls_per_s"] for r in maxes[f"bare_{n}"]])["median"]
                     for n in names if f"bare_{n}" in maxes]
-            peaks = {"half_none": summary([r["calls_per_s"] for r in maxes.get("none", [])])[
-                "median"], "half_bare": min(bare) if bare else None}
+            own = [summary([r["calls_per_s"] for r in maxes[f"extauthz_{n}"]])["median"]
+                   for n in names if f"extauthz_{n}" in maxes]
+            # half of no-authz's max is retired: a saturated one-process server measures its
+            # own queue there
+            peaks = {"half_own": min(own) if own else None,
+                     "half_bare": min(bare) if bare else None}
             for phase, peak in peaks.items():
                 if peak:
                     # loops per second for poll/complete (three calls each)
@@ -504,8 +508,8 @@ def _workload_summary(maxes: dict[str, list[dict[str, Any]]],
     """Per variant: max calls/s, and per fixed-rate phase the latency percentiles; ratios per
     transport and HTTP ÷ gRPC.
 
-    Phases: ``half_none`` (half of no-authz's max: the issue's load point; a one-process Python
-    authz server may not sustain it) and ``half_bare`` (half of the slowest bare ext_authz's
+    Phases: ``half_own`` (half of the slowest extauthz variant's own max: the added latency
+    where the authz server is not saturated) and ``half_bare`` (half of the slowest bare ext_authz's
     max, where every variant keeps up)."""
     rows: dict[str, Any] = {}
     for name, m in maxes.items():

@@ -6,8 +6,10 @@ load generator replays at the server, how to check that one such request is real
 how to point Envoy's ext_authz filter at a server of that transport. Each registers itself in
 ``TRANSPORTS`` and becomes a name for ``--transport`` (the default runs them all, in one run):
 
-- ``grpc``: Envoy's gRPC ext_authz mode (``envoy/envoy.yaml``), h2load over h2c replaying the
-  recorded CheckRequest;
+- ``grpc``: Envoy's gRPC ext_authz mode (``envoy/envoy.yaml``) answered by grpc.aio
+  (``grpc_server: grpcio``), h2load over h2c replaying the recorded CheckRequest;
+- ``grpc-h2``: the gRPC mode answered by ``grpc_server: h2`` (``extauthz.server.h2grpc``, the
+  default);
 - ``http``: Envoy's HTTP ext_authz mode (``envoy/envoy-http.yaml``), h2load ``--h1`` replaying
   the recorded HTTP check (method, path, headers and body as Envoy sent them).
 """
@@ -67,8 +69,9 @@ class GrpcTransport:
     name = "grpc"
 
     def extauthz_env(self, address: Address) -> dict[str, str]:
-        """``EXTAUTHZ_LISTEN``."""
-        return {"EXTAUTHZ_LISTEN": f"{address[0]}:{address[1]}"}
+        """``EXTAUTHZ_LISTEN``, ``EXTAUTHZ_GRPC_SERVER=grpcio`` (grpc.aio, as its baseline)."""
+        return {"EXTAUTHZ_LISTEN": f"{address[0]}:{address[1]}",
+                "EXTAUTHZ_GRPC_SERVER": "grpcio"}
 
     def baseline_argv(self, address: Address) -> list[str]:
         """``python -m bench.baseline``."""
@@ -158,7 +161,24 @@ class HttpTransport:
                                 upstream=upstream, authz=authz, drop_internal=True)
 
 
-TRANSPORTS: dict[str, Callable[[], Transport]] = {"grpc": GrpcTransport, "http": HttpTransport}
+class GrpcH2Transport(GrpcTransport):
+    """Envoy's gRPC ext_authz mode answered by the hand-framed listener (``grpc_server: h2``);
+    its bare baseline is the same server with a fixed OK (``bench.grpc_servers`` h2grpc)."""
+
+    name = "grpc-h2"
+
+    def extauthz_env(self, address: Address) -> dict[str, str]:
+        """``EXTAUTHZ_LISTEN``, ``EXTAUTHZ_GRPC_SERVER=h2``."""
+        return {**super().extauthz_env(address), "EXTAUTHZ_GRPC_SERVER": "h2"}
+
+    def baseline_argv(self, address: Address) -> list[str]:
+        """``python -m bench.grpc_servers --serve h2grpc``."""
+        return python_module("bench.grpc_servers", "--serve", "h2grpc",
+                             "--listen", f"{address[0]}:{address[1]}")
+
+
+TRANSPORTS: dict[str, Callable[[], Transport]] = {
+    "grpc": GrpcTransport, "http": HttpTransport, "grpc-h2": GrpcH2Transport}
 
 
 def get(name: str) -> Transport:

@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from extauthz.config.settings import TRANSPORTS, Settings, TLSSettings, parse_host_port
+from extauthz.config.settings import (
+    GRPC_SERVERS,
+    TRANSPORTS,
+    Settings,
+    TLSSettings,
+    parse_host_port,
+)
 from extauthz.obs.tracing_config import TracingSettings, missing_module, otel_proto_clash
 from extauthz.yamlread import ConfigError, Reader
 
@@ -138,6 +144,9 @@ def check_transport(settings: Settings, r: Reader) -> None:
     if settings.transport not in TRANSPORTS:
         raise r.error("transport", f"expected one of {', '.join(TRANSPORTS)}, "
                       f"got {settings.transport!r}")
+    if settings.grpc_server not in GRPC_SERVERS:
+        raise r.error("grpc_server", f"expected one of {', '.join(GRPC_SERVERS)}, "
+                      f"got {settings.grpc_server!r}")
     if not settings.serves_http:
         return
     parse_host_port(settings.http_listen, r.label("http_listen"), r.source)

@@ -32,6 +32,8 @@ The variables (the names users already put in Temporal's Helm values):
   protocol on ``listen``, its HTTP protocol on ``http_listen`` (``EXTAUTHZ_HTTP_LISTEN``,
   default ``127.0.0.1:9192``, checks under ``http_path_prefix``, default ``/check``), or both.
   The ``tls`` block applies to every Check listener (HTTPS with ``transport: http``).
+- ``EXTAUTHZ_GRPC_SERVER``: ``h2`` (default: the hand-framed server, ``extauthz.server.h2grpc``)
+  or ``grpcio`` (grpc.aio): the implementation of the gRPC listener; overrides ``grpc_server``.
 - ``EXTAUTHZ_LOG_LEVEL`` / ``EXTAUTHZ_LOG_FORMAT`` / ``EXTAUTHZ_AUDIT_ALLOW_SAMPLE_RATE`` /
   ``EXTAUTHZ_WORKERS``: override ``log_level``, ``log_format``, ``audit_allow_sample_rate`` and
   ``workers``.
@@ -151,6 +153,7 @@ VARIABLES = (
     Variable("EXTAUTHZ_TRACING_SAMPLE_RATIO", ("tracing", "sample_ratio"),
              _number("a number between 0 and 1")),
     Variable("EXTAUTHZ_TRANSPORT", ("transport",)),
+    Variable("EXTAUTHZ_GRPC_SERVER", ("grpc_server",)),
     Variable("EXTAUTHZ_HTTP_LISTEN", ("http_listen",), HOST_PORT),
 )
 # the one issuer the environment can name; read only when the file lists none

@@ -63,6 +63,7 @@ def read_settings(r: Reader, base: Settings, base_dir: Path | None) -> Settings:
         "tls": read_tls(r, base.tls, base_dir) if r.has("tls") else base.tls,
         "health_listen": r.get("health_listen", str, base.health_listen),
         "transport": r.get("transport", str, base.transport).lower(),
+        "grpc_server": r.get("grpc_server", str, base.grpc_server).lower(),
         "http_listen": r.get("http_listen", str, base.http_listen),
         "http_path_prefix": r.get("http_path_prefix", str, base.http_path_prefix),
         "tracing": read_tracing(r, base.tracing) if r.has("tracing") else base.tracing,

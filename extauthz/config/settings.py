@@ -12,6 +12,8 @@ from extauthz.yamlread import ConfigError
 DEFAULT_LISTEN = "127.0.0.1:9191"
 DEFAULT_HTTP_LISTEN = "127.0.0.1:9192"
 TRANSPORTS = ("grpc", "http", "both")
+# the gRPC listener's implementation: h2 (extauthz.server.h2grpc, the default) or grpcio (grpc.aio)
+GRPC_SERVERS = ("h2", "grpcio")
 # above Envoy's max_request_bytes (4 MiB + 5) plus the CheckRequest's headers
 DEFAULT_GRPC_MAX_RECEIVE_BYTES = 16 * 1024 * 1024
 
@@ -65,6 +67,7 @@ class Settings:
     health_listen: str = ""
     # Envoy's gRPC ext_authz protocol on `listen`, its HTTP protocol on `http_listen`, or both
     transport: str = "grpc"
+    grpc_server: str = "h2"
     http_listen: str = DEFAULT_HTTP_LISTEN
     http_path_prefix: str = "/check"
     tracing: TracingSettings = field(default_factory=TracingSettings)

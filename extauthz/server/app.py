@@ -21,6 +21,9 @@ from extauthz.policy import authorize as temporal_default
 from extauthz.rules import categories as rules_categories
 from extauthz.rules.reload import PolicyHolder, PolicyStatus, metrics_listener
 from extauthz.server.grpc_service import AuthorizationService
+from extauthz.server.h2grpc import services as h2_services
+from extauthz.server.h2grpc.server import H2GrpcServer, H2Limits
+from extauthz.server.h2grpc.tls import with_h2_alpn
 from extauthz.server.http1 import HttpLimits
 from extauthz.server.http_service import ENVOY_MAX_REQUEST_BYTES, HttpCheckServer
 from extauthz.server.responses import HttpResponses, ResponseBuilder
@@ -81,6 +84,9 @@ class Server:
         # the HTTP listener's TLS: an ssl.SSLContext per set of files (server.tls)
         self.http_tls: ServerSSLContext | None = None
         self.serving = False
+        # grpc_server: h2 — the hand-framed gRPC listener instead of grpc.aio's (same routes)
+        self.h2: H2GrpcServer | None = None
+        self.health_status: dict[str, int] = {}  # what the h2 listener's Health/Check reads
 
     async def start(self) -> None:
         """Bind, start serving Check (health NOT_SERVING until keys are loaded)."""
@@ -103,7 +109,9 @@ class Server:
             # wait), so the kernel never hands a connection to a worker without keys
             await self.authenticator.start()
             await self.authenticator.wait_ready(WORKER_READY_WAIT_SECONDS)
-        if self.settings.serves_grpc:
+        if self.settings.serves_grpc and self.settings.grpc_server == "h2":
+            await self._start_h2(service, host, port)
+        elif self.settings.serves_grpc:
             if self.settings.tls.enabled:
                 credentials, self.tls_files = server_credentials(self.settings.tls)
                 self.port = self._grpc.add_secure_port(f"{host}:{port}", credentials)
@@ -113,7 +121,7 @@ class Server:
                 raise OSError(f"cannot listen on {host}:{port}")
         if self.settings.health_listen:
             await self._start_health_server()
-        if self.settings.serves_grpc:
+        if self.settings.serves_grpc and self.h2 is None:
             await self._grpc.start()
         if self.settings.serves_http:
             await self._start_http()
@@ -127,6 +135,20 @@ class Server:
                  issuers=[i.issuer for i in self.settings.issuers],
                  # the API the method table was built from (version skew: `extauthz api-diff`)
                  temporal_api=_temporal_api())
+
+    async def _start_h2(self, service: AuthorizationService, host: str, port: int) -> None:
+        """Listen with the hand-framed server (``extauthz.server.h2grpc``): Check and health."""
+        ssl_context = None
+        if self.settings.tls.enabled:
+            # the same files and semantics as grpcio's listener, ALPN h2; a new connection gets
+            # the files current at its accept (rotation)
+            holder = ServerSSLContext(self.settings.tls)
+            self.tls_files = holder.files
+            ssl_context = with_h2_alpn(holder.current)
+        limits = H2Limits(max_message=self.settings.grpc_max_receive_bytes)
+        self.h2 = H2GrpcServer(h2_services.routes(service, self.health_status.get), limits,
+                               ssl_context)
+        self.port = await self.h2.start(host, port, reuse_port=self.worker)
 
     async def _start_health_server(self) -> None:
         """Serve only ``grpc.health.v1`` (the same statuses) in plaintext on ``health_listen``."""
@@ -162,12 +184,14 @@ class Server:
         task.add_done_callback(self._tasks.discard)
 
     async def _set_policy_health(self, status: PolicyStatus) -> None:
+        self.health_status[POLICY_HEALTH_SERVICE] = _SERVING if status.ok else _NOT_SERVING
         await self.health.set(  # type: ignore[arg-type, unused-ignore]
             POLICY_HEALTH_SERVICE, _SERVING if status.ok else _NOT_SERVING)
 
     async def _set_health(self, status: int) -> None:
         self.serving = status == _SERVING  # the HTTP transport's /healthz
         for name in ("", AUTH_SERVICE):
+            self.health_status[name] = status
             await self.health.set(name, status)  # type: ignore[arg-type, unused-ignore]
 
     async def watch_readiness(self) -> None:
@@ -197,7 +221,7 @@ class Server:
         await asyncio.sleep(self.settings.shutdown_delay_seconds)
         grace = self.settings.shutdown_grace_seconds
         await asyncio.gather(
-            self._grpc.stop(grace),
+            self.h2.drain(grace) if self.h2 is not None else self._grpc.stop(grace),
             *([self.http.drain(grace)] if self.http is not None else []))
         if self._health_grpc is not None:
             await self._health_grpc.stop(0)

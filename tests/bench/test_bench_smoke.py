@@ -16,17 +16,18 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_tiny_bench_emits_the_json_schema(tmp_path: Path) -> None:
-    """Handler and server parts run in tiny mode, both transports, and produce every key."""
+    """Handler, candidates and server parts run in tiny mode, every transport, and produce every
+    key."""
     out = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--tiny", "--parts", "handler,server", "--out", str(out),
-         "--workdir", str(tmp_path / "work")],
+        [sys.executable, "-m", "bench", "--tiny", "--parts", "handler,candidates,server",
+         "--out", str(out), "--workdir", str(tmp_path / "work")],
         cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     data = json.loads(out.read_text())
     assert data["schema"] == "extauthz-bench/2"
     assert {"mode", "repeats", "transports", "machine", "targets", "skipped"} <= data.keys()
-    assert data["transports"] == ["grpc", "http"]
+    assert data["transports"] == ["grpc", "http", "grpc-h2"]
     rows = {row["case"]: row for row in data["handler"]["rows"]}
     assert "baseline always-allow" in rows and "allow, cache miss RS256" in rows
     assert "HTTP adapter: allow, cached token" in rows
@@ -36,8 +37,13 @@ def test_tiny_bench_emits_the_json_schema(tmp_path: Path) -> None:
     if shutil.which("h2load") is None:
         assert "server" in data["skipped"]
     else:
+        candidates = {row["candidate"]: row for row in data["candidates"]["rows"]}
+        assert {"grpc.aio", "grpclib", "h2", "h2grpc", "extauthz grpcio", "extauthz h2"} <= \
+            candidates.keys()
+        assert all(row["failed"] == 0 and row["cpu_us_per_check"]["median"] > 0
+                   for row in candidates.values()), candidates
         server = data["server"]
-        for name in ("grpc", "http"):
+        for name in ("grpc", "http", "grpc-h2"):
             section = server["by_transport"][name]
             labels = {row["label"] for row in section["rows"]}
             assert {"baseline w1", "extauthz w1", "extauthz w2"} <= labels
