@@ -490,3 +490,35 @@ async def test_tls_negotiates_alpn_h2_serves_grpcio_and_follows_rotated_files(
         assert external_auth_pb2.CheckResponse.FromString(reply).status.code == 0
     finally:
         await srv.drain(0.5)
+
+
+# ---- attacks on the authz hop (a compromised pod or a buggy Envoy) ---------------------------
+
+
+async def test_headers_after_end_stream_never_run_the_handler_again() -> None:
+    """Attack: HEADERS+DATA(END_STREAM) to a handler that suspends, then more HEADERS with
+    END_STREAM on the same stream. The stream is half-closed (remote): STREAM_CLOSED, and the
+    handler runs once (it used to be dispatched again per frame: work amplification past
+    MAX_CONCURRENT_STREAMS, and the first run no longer cancellable)."""
+    runs: list[bytes] = []
+
+    async def counted(message: bytes) -> bytes:
+        runs.append(message)
+        await asyncio.sleep(0.3)
+        return message
+
+    srv = H2GrpcServer({SLOW.encode(): counted})
+    port = await srv.start(LOOPBACK, 0)
+    try:
+        raw = await Raw.open(port)
+        raw.request(1, b"x", SLOW)
+        for _ in range(20):
+            raw.send(hf.HeadersFrame(1, raw.headers_block(SLOW),
+                                     flags=["END_HEADERS", "END_STREAM"]).serialize())
+        f = await raw.until(hf.RstStreamFrame)
+        assert isinstance(f, hf.RstStreamFrame) and f.stream_id == 1 and f.error_code == 5
+        await asyncio.sleep(0.5)
+        assert runs == [b"x"]
+        raw.close()
+    finally:
+        await srv.drain(0.5)

@@ -245,6 +245,9 @@ class Connection(Calls, asyncio.Protocol):
                 self.decoded[block] = headers
         st = self.streams.get(sid)
         if st is not None:  # trailers
+            if st.ended:  # half-closed (remote): never a second dispatch of one stream
+                self.reset(sid, f.STREAM_CLOSED)
+                return
             if not end_stream:
                 self.reset(sid, f.PROTOCOL_ERROR)
                 return
