@@ -522,3 +522,33 @@ async def test_headers_after_end_stream_never_run_the_handler_again() -> None:
         raw.close()
     finally:
         await srv.drain(0.5)
+
+
+async def test_a_peer_that_never_reads_cannot_grow_the_servers_write_buffer(
+        server: tuple[H2GrpcServer, int]) -> None:
+    """Attack: a PING flood (each answered by an ACK) from a client that never reads. The server
+    stops reading once its writes back up, so its buffered output stays small (it used to
+    queue every ACK in memory: 16 MiB sent, ~16 MiB held)."""
+    import socket
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((LOOPBACK, server[1]))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    pings = hf.PingFrame(0, opaque_data=b"flooding").serialize() * 4096  # 68 KiB
+    writer.write(PREFACE + hf.SettingsFrame(0).serialize())
+    stalled = 0
+    for _ in range(16 * 1024 * 1024 // len(pings)):
+        writer.write(pings)
+        try:
+            await asyncio.wait_for(writer.drain(), 0.05)
+        except TimeoutError:
+            stalled += 1
+            if stalled == 5:  # the server stopped reading: the attack is over
+                break
+    await asyncio.sleep(0.3)
+    held = max(c.transport.get_write_buffer_size() for c in server[0].connections
+               if c.transport is not None)
+    assert held < 1024 * 1024, f"{held} bytes queued for a peer that never reads"
+    writer.close()
+    await _still_serves(server[1])

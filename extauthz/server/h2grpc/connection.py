@@ -56,6 +56,16 @@ class Connection(Calls, asyncio.Protocol):
         self.streams.clear()
         self.server.connection_closed()
 
+    def pause_writing(self) -> None:
+        """The peer is not reading what we send: read nothing more from it until it does (a
+        PING or SETTINGS flood would otherwise queue its ACKs in memory without bound)."""
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
     def data_received(self, data: bytes) -> None:
         if self.transport is None:  # TLS: start_tls may deliver before connection_made
             self.early.append(data)
