@@ -552,3 +552,22 @@ async def test_a_peer_that_never_reads_cannot_grow_the_servers_write_buffer(
     assert held < 1024 * 1024, f"{held} bytes queued for a peer that never reads"
     writer.close()
     await _still_serves(server[1])
+
+
+async def test_a_connection_that_never_completes_the_preface_is_closed() -> None:
+    """Attack: slowloris on the preface (nothing, or half of it, and then silence). The
+    connection is closed after the handshake timeout (it used to stay open for ever, a file
+    descriptor and a Connection each; grpc.aio closes such connections too)."""
+    srv = H2GrpcServer(dict(ROUTES), H2Limits(handshake_timeout=0.5))
+    port = await srv.start(LOOPBACK, 0)
+    try:
+        silent = await Raw.open(port, preface=False)
+        half = await Raw.open(port, preface=False)
+        half.send(PREFACE[:10])
+        ok = await Raw.open(port)
+        assert await silent.closed(3.0) and await half.closed(3.0)
+        await asyncio.sleep(0.3)
+        assert len(srv.connections) == 1  # the client that sent its preface stays
+        ok.close()
+    finally:
+        await srv.drain(0.5)

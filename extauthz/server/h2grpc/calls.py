@@ -67,6 +67,7 @@ class Calls:
         self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.preface = False
+        self.preface_timer: asyncio.TimerHandle | None = None
         self.decoder = hpack.Decoder()
         self.decoder.max_header_list_size = self.limits.max_header_list
         self.streams: dict[int, Stream] = {}

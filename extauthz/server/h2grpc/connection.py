@@ -43,12 +43,22 @@ class Connection(Calls, asyncio.Protocol):
         if self.server.draining:
             self.drain()
         self.flush()
+        if not self.preface:  # a peer that never completes its preface (slowloris) is closed
+            self.preface_timer = asyncio.get_running_loop().call_later(
+                self.limits.handshake_timeout, self.preface_expired)
         if self.early:  # TLS: bytes that came with the handshake's last flight
             early, self.early = b"".join(self.early), []
             self.data_received(early)
 
+    def preface_expired(self) -> None:
+        if not self.preface and not self.closed and self.transport is not None:
+            log.info("h2grpc.preface_timeout")
+            self.transport.abort()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.preface_timer is not None:
+            self.preface_timer.cancel()
         self.server.connections.discard(self)
         for st in self.streams.values():
             if st.task is not None:

@@ -31,7 +31,7 @@ class H2Limits:
     connection_window: int = 16 * 1024 * 1024  # our connection receive window
     max_frame: int = f.DEFAULT_FRAME  # largest frame we accept (we advertise the default)
     max_header_list: int = 16 * 1024  # SETTINGS_MAX_HEADER_LIST_SIZE
-    handshake_timeout: float = 10.0  # seconds for a TLS handshake
+    handshake_timeout: float = 10.0  # seconds for a TLS handshake, then the HTTP/2 preface
 
 
 class H2GrpcServer:
