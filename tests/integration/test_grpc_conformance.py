@@ -571,3 +571,34 @@ async def test_a_connection_that_never_completes_the_preface_is_closed() -> None
         ok.close()
     finally:
         await srv.drain(0.5)
+
+
+async def test_unfinished_request_bodies_are_bounded_per_server() -> None:
+    """Attack: many streams, each with a large body under the message limit and flow control
+    but never END_STREAM. The bytes the server holds for unanswered calls stay under its
+    budget (each stream past it gets RESOURCE_EXHAUSTED, never an allow); they used to be
+    max_streams x max_message (1000 x 16 MiB) per connection, and connections are free."""
+    srv = H2GrpcServer(dict(ROUTES), H2Limits(max_message=8 << 20, stream_window=4 << 20,
+                                              max_buffered=4 << 20))
+    port = await srv.start(LOOPBACK, 0)
+    try:
+        raw = await Raw.open(port)
+        chunk = b"\x00" * 16384
+        sids = [1, 3, 5, 7, 9]
+        for sid in sids:
+            raw.send(hf.HeadersFrame(sid, raw.headers_block(), flags=["END_HEADERS"])
+                     .serialize())
+            for _ in range(160):  # 2.5 MiB each, 12.5 MiB in all (under every window)
+                raw.send(hf.DataFrame(sid, chunk).serialize())
+            await raw.writer.drain()
+        statuses = [await raw.status(sid) for sid in sids[2:]]
+        held = sum(len(st.body) for c in srv.connections for st in c.streams.values())
+        assert held <= 4 << 20, f"{held} bytes held for unfinished calls"
+        assert set(statuses) == {"8"}, statuses
+        assert srv.buffered == held
+        raw.close()
+        await asyncio.sleep(0.2)
+        assert srv.buffered == 0  # released with the connection
+        await _still_serves(port)
+    finally:
+        await srv.drain(0.5)

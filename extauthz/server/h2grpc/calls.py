@@ -179,8 +179,14 @@ class Calls:
         if not ended:
             self.out.append(f.rst_stream(sid, f.NO_ERROR))
 
+    def release(self, st: Stream) -> None:
+        """The stream is gone: its body no longer counts against ``limits.max_buffered``."""
+        self.server.buffered -= len(st.body)
+        st.body = b""
+
     def close_stream(self, st: Stream) -> None:
         """We sent END_STREAM: forget the stream (reset it if the peer is still sending)."""
+        self.release(st)
         if not st.ended:
             self.out.append(f.rst_stream(st.id, f.NO_ERROR))
         if self.streams.get(st.id) is st:
@@ -191,8 +197,11 @@ class Calls:
         """A stream error: RST_STREAM with ``code``."""
         self.out.append(f.rst_stream(sid, code))
         st = self.streams.pop(sid, None)
-        if st is not None and st.task is not None:
-            st.task.cancel()
+        if st is not None:
+            self.release(st)
+            if st.task is not None:
+                st.task.cancel()
+
     def maybe_close(self) -> None:
         if not self.streams and (self.goaway_last is not None or self.peer_gone):
             self.flush()

@@ -61,6 +61,7 @@ class Connection(Calls, asyncio.Protocol):
             self.preface_timer.cancel()
         self.server.connections.discard(self)
         for st in self.streams.values():
+            self.release(st)
             if st.task is not None:
                 st.task.cancel()
         self.streams.clear()
@@ -173,8 +174,10 @@ class Connection(Calls, asyncio.Protocol):
         if sid > self.last_stream:
             raise H2Error(f.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
         st = self.streams.pop(sid, None)
-        if st is not None and st.task is not None:
-            st.task.cancel()
+        if st is not None:
+            self.release(st)
+            if st.task is not None:
+                st.task.cancel()
         self.maybe_close()
 
     def on_settings(self, flags: int, sid: int, payload: bytes) -> None:
@@ -329,6 +332,10 @@ class Connection(Calls, asyncio.Protocol):
             if not payload or payload[0] >= size:
                 raise H2Error(f.PROTOCOL_ERROR, "padding exceeds the frame")
             payload = payload[1:size - payload[0]]
+        if self.server.buffered + len(payload) > self.limits.max_buffered:
+            self.error(st, 8, "server receive buffers full")
+            return
+        self.server.buffered += len(payload)
         if st.body:
             if isinstance(st.body, bytes):
                 st.body = bytearray(st.body)
@@ -372,6 +379,7 @@ class Connection(Calls, asyncio.Protocol):
         self.out.append(f.goaway(self.last_stream, code, why.encode()[:200]))
         self.flush()
         for st in self.streams.values():
+            self.release(st)
             if st.task is not None:
                 st.task.cancel()
         self.streams.clear()
