@@ -12,6 +12,7 @@ import random
 import socket
 import ssl
 import struct
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -601,5 +602,35 @@ async def test_unfinished_request_bodies_are_bounded_per_server() -> None:
         await asyncio.sleep(0.2)
         assert srv.buffered == 0  # released with the connection
         await _still_serves(port)
+    finally:
+        await srv.drain(0.5)
+
+
+async def test_window_frames_cost_the_same_with_many_open_streams() -> None:
+    """Attack: 1000 open streams (HEADERS, no body), then SETTINGS frames packed with
+    INITIAL_WINDOW_SIZE entries and a WINDOW_UPDATE flood. Each frame costs the server O(1),
+    not O(open streams) (it used to: 16 KB of SETTINGS took ~130 ms of CPU, 1000 x the cost
+    to send it); the windows still end up right for an answer sent afterwards."""
+    srv = H2GrpcServer(dict(ROUTES))
+    port = await srv.start(LOOPBACK, 0)
+    try:
+        raw = await Raw.open(port)
+        for i in range(1000):
+            raw.send(hf.HeadersFrame(1 + 2 * i, raw.headers_block(), flags=["END_HEADERS"])
+                     .serialize())
+        payload = b"".join(struct.pack(">HI", 4, 65_535 + (i & 1)) for i in range(2700))
+        settings = struct.pack(">I", len(payload) << 8 | 4) + b"\x00" * 5 + payload
+        flood = settings * 10 + hf.WindowUpdateFrame(0, 1).serialize() * 50_000
+        ping = hf.PingFrame(0, opaque_data=b"measured").serialize()
+        raw.send(ping)
+        assert await raw.until(hf.PingFrame) is not None
+        started = time.process_time()
+        raw.send(flood + ping)
+        assert await raw.until(hf.PingFrame, timeout=60) is not None
+        spent = time.process_time() - started
+        assert spent < 0.5, f"{spent:.2f} s of CPU for 0.8 MB of window frames"
+        raw.send(hf.DataFrame(1999, b"\x00" * 5, flags=["END_STREAM"]).serialize())
+        assert await raw.status(1999) == "0"
+        raw.close()
     finally:
         await srv.drain(0.5)

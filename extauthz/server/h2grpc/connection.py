@@ -193,11 +193,8 @@ class Connection(Calls, asyncio.Protocol):
             if key == f.INITIAL_WINDOW_SIZE:
                 if value > f.MAX_WINDOW:
                     raise H2Error(f.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE too large")
-                delta, self.peer_initial = value - self.peer_initial, value
-                for st in self.streams.values():
-                    st.send_window += delta
-                    if st.send_window > f.MAX_WINDOW:
-                        raise H2Error(f.FLOW_CONTROL_ERROR, "stream window overflow")
+                self.window_shift += value - self.peer_initial
+                self.peer_initial = value
             elif key == f.MAX_FRAME_SIZE:
                 if not f.DEFAULT_FRAME <= value <= f.MAX_FRAME_LIMIT:
                     raise H2Error(f.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range")
@@ -227,10 +224,10 @@ class Connection(Calls, asyncio.Protocol):
             if increment == 0:
                 self.reset(sid, f.PROTOCOL_ERROR)
                 return
-            st.send_window += increment
-            if st.send_window > f.MAX_WINDOW:
+            if self.window(st) + increment > f.MAX_WINDOW:
                 self.reset(sid, f.FLOW_CONTROL_ERROR)
                 return
+            st.send_window += increment
         self.send_pending()
 
     def on_headers(self, flags: int, sid: int, payload: bytes) -> None:
@@ -286,7 +283,7 @@ class Connection(Calls, asyncio.Protocol):
         if len(self.streams) >= self.limits.max_streams:
             self.reset(sid, f.REFUSED_STREAM)
             return
-        st = Stream(sid, self.peer_initial, self.limits.stream_window)
+        st = Stream(sid, self.peer_initial, self.limits.stream_window, shift=self.window_shift)
         path = method = content_type = b""
         for name, value in headers:
             if name == b":path":
