@@ -559,7 +559,7 @@ async def test_a_peer_that_never_reads_cannot_grow_the_servers_write_buffer(
 async def test_a_connection_that_never_completes_the_preface_is_closed() -> None:
     """Attack: slowloris on the preface (nothing, or half of it, and then silence). The
     connection is closed after the handshake timeout (it used to stay open for ever, a file
-    descriptor and a Connection each; grpc.aio closes such connections too)."""
+    descriptor and a Connection each)."""
     srv = H2GrpcServer(dict(ROUTES), H2Limits(handshake_timeout=0.5))
     port = await srv.start(LOOPBACK, 0)
     try:
