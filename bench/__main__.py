@@ -280,10 +280,10 @@ def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
     c = out.get("candidates")
     if c:
         rows = {row["candidate"]: row for row in c["rows"]}
-        for name in ("extauthz h2", "h2grpc"):
-            if name in rows and rows[name].get("cpu_over_grpc_aio"):
-                got.append(_target(f"#16 server CPU/check, {name} ÷ bare grpc.aio",
-                                   rows[name]["cpu_over_grpc_aio"]["median"], 0.35, "<="))
+        got.extend(_target(f"#16 server CPU/check, {name} ÷ bare grpc.aio",
+                           rows[name]["cpu_over_grpc_aio"]["median"], 0.35, "<=")
+                   for name in ("extauthz h2", "h2grpc")
+                   if name in rows and rows[name].get("cpu_over_grpc_aio"))
     if h:
         d = h["derived"]
         got.append(_target("#7 cache miss RS256 − cached, µs (in-process)",

@@ -70,7 +70,7 @@ async def _serve_aio_tuned(host: str, port: int) -> None:
 
     ok = _ok()
 
-    def check(message: bytes, context: Any) -> bytes:
+    def check(message: bytes, _context: Any) -> bytes:
         _parse(message)
         return ok
 
@@ -95,7 +95,7 @@ def _serve_sync(host: str, port: int) -> None:
 
     ok = _ok()
 
-    def check(message: bytes, context: Any) -> bytes:
+    def check(message: bytes, _context: Any) -> bytes:
         _parse(message)
         return ok
 
@@ -184,7 +184,7 @@ async def _serve_h2grpc(host: str, port: int) -> None:
 
     serving = b"\x08\x01"  # HealthCheckResponse(status=SERVING)
 
-    async def health(message: bytes) -> bytes:
+    async def health(_message: bytes) -> bytes:
         return serving
 
     server = H2GrpcServer({CHECK_PATH.encode(): check,
@@ -243,8 +243,7 @@ def run(workdir: Path, issuer_url: str, token: str, *, seconds: float, repeats: 
     servers: list[Server] = []
     samples: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     try:
-        for name in names:
-            servers.append(_spawn(name, workdir, issuer_url, server_cpus))
+        servers.extend(_spawn(name, workdir, issuer_url, server_cpus) for name in names)
         for srv in servers:
             wait_until(lambda s=srv: _allowed(transport, s, request), 60,  # type: ignore[misc]
                        f"{srv.label} allows", alive=srv.proc.check_alive)

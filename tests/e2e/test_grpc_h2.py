@@ -81,7 +81,7 @@ async def test_sdk_calls_through_envoy_are_decided_by_the_h2_listener(
             rr.TerminateWorkflowExecutionRequest(namespace="default"), retry=False,
             timeout=RPC_TIMEOUT)
     assert denied.value.status == RPCStatusCode.PERMISSION_DENIED
-    assert denied.value.message.startswith("permission_denied: subject \"bob\"")
+    assert denied.value.message.startswith('permission_denied: subject "bob"')
     with pytest.raises(RPCError) as anonymous:
         await _describe(envoy, None)
     assert anonymous.value.status == RPCStatusCode.UNAUTHENTICATED

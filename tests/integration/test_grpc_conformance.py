@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 import ssl
 import struct
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -430,11 +432,12 @@ async def test_drain_sends_two_goaways_and_finishes_calls_in_flight() -> None:
     raw.send(hf.HeadersFrame(3, raw.headers_block(), flags=["END_HEADERS"]).serialize())
     raw.send(hf.DataFrame(1, b"\x00\x00\x00\x00\x0250", flags=["END_STREAM"]).serialize())
     refused = await raw.until(hf.RstStreamFrame)
-    assert refused is not None and refused.stream_id == 3 and refused.error_code == 7
+    assert isinstance(refused, hf.RstStreamFrame)
+    assert refused.stream_id == 3 and refused.error_code == 7
     assert await raw.status(1) == "0"
     assert await raw.closed()
     await asyncio.wait_for(drained, 5)
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection(LOOPBACK, port)
 
 
@@ -488,5 +491,147 @@ async def test_tls_negotiates_alpn_h2_serves_grpcio_and_follows_rotated_files(
         async with grpc.aio.secure_channel(f"{LOOPBACK}:{port}", creds) as channel:
             reply = await channel.unary_unary(CHECK)(b"", timeout=5)
         assert external_auth_pb2.CheckResponse.FromString(reply).status.code == 0
+    finally:
+        await srv.drain(0.5)
+
+
+# ---- attacks on the authz hop (a compromised pod or a buggy Envoy) ---------------------------
+
+
+async def test_headers_after_end_stream_never_run_the_handler_again() -> None:
+    """Attack: HEADERS+DATA(END_STREAM) to a handler that suspends, then more HEADERS with
+    END_STREAM on the same stream. The stream is half-closed (remote): STREAM_CLOSED, and the
+    handler runs once (it used to be dispatched again per frame: work amplification past
+    MAX_CONCURRENT_STREAMS, and the first run no longer cancellable)."""
+    runs: list[bytes] = []
+
+    async def counted(message: bytes) -> bytes:
+        runs.append(message)
+        await asyncio.sleep(0.3)
+        return message
+
+    srv = H2GrpcServer({SLOW.encode(): counted})
+    port = await srv.start(LOOPBACK, 0)
+    try:
+        raw = await Raw.open(port)
+        raw.request(1, b"x", SLOW)
+        for _ in range(20):
+            raw.send(hf.HeadersFrame(1, raw.headers_block(SLOW),
+                                     flags=["END_HEADERS", "END_STREAM"]).serialize())
+        f = await raw.until(hf.RstStreamFrame)
+        assert isinstance(f, hf.RstStreamFrame)
+        assert (f.stream_id, f.error_code) == (1, 5)  # STREAM_CLOSED
+        await asyncio.sleep(0.5)
+        assert runs == [b"x"]
+        raw.close()
+    finally:
+        await srv.drain(0.5)
+
+
+async def test_a_peer_that_never_reads_cannot_grow_the_servers_write_buffer(
+        server: tuple[H2GrpcServer, int]) -> None:
+    """Attack: a PING flood (each answered by an ACK) from a client that never reads. The server
+    stops reading once its writes back up, so its buffered output stays small (it used to
+    queue every ACK in memory: 16 MiB sent, ~16 MiB held)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((LOOPBACK, server[1]))
+    sock.setblocking(False)
+    _reader, writer = await asyncio.open_connection(sock=sock)
+    pings = hf.PingFrame(0, opaque_data=b"flooding").serialize() * 4096  # 68 KiB
+    writer.write(PREFACE + hf.SettingsFrame(0).serialize())
+    stalled = 0
+    for _ in range(16 * 1024 * 1024 // len(pings)):
+        writer.write(pings)
+        try:
+            await asyncio.wait_for(writer.drain(), 0.05)
+        except TimeoutError:
+            stalled += 1
+            if stalled == 5:  # the server stopped reading: the attack is over
+                break
+    await asyncio.sleep(0.3)
+    held = max(c.transport.get_write_buffer_size() for c in server[0].connections
+               if c.transport is not None)
+    assert held < 1024 * 1024, f"{held} bytes queued for a peer that never reads"
+    writer.close()
+    await _still_serves(server[1])
+
+
+async def test_a_connection_that_never_completes_the_preface_is_closed() -> None:
+    """Attack: slowloris on the preface (nothing, or half of it, and then silence). The
+    connection is closed after the handshake timeout (it used to stay open for ever, a file
+    descriptor and a Connection each)."""
+    srv = H2GrpcServer(dict(ROUTES), H2Limits(handshake_timeout=0.5))
+    port = await srv.start(LOOPBACK, 0)
+    try:
+        silent = await Raw.open(port, preface=False)
+        half = await Raw.open(port, preface=False)
+        half.send(PREFACE[:10])
+        ok = await Raw.open(port)
+        assert await silent.closed(3.0) and await half.closed(3.0)
+        await asyncio.sleep(0.3)
+        assert len(srv.connections) == 1  # the client that sent its preface stays
+        ok.close()
+    finally:
+        await srv.drain(0.5)
+
+
+async def test_unfinished_request_bodies_are_bounded_per_server() -> None:
+    """Attack: many streams, each with a large body under the message limit and flow control
+    but never END_STREAM. The bytes the server holds for unanswered calls stay under its
+    budget (each stream past it gets RESOURCE_EXHAUSTED, never an allow); they used to be
+    max_streams x max_message (1000 x 16 MiB) per connection, and connections are free."""
+    srv = H2GrpcServer(dict(ROUTES), H2Limits(max_message=8 << 20, stream_window=4 << 20,
+                                              max_buffered=4 << 20))
+    port = await srv.start(LOOPBACK, 0)
+    try:
+        raw = await Raw.open(port)
+        chunk = b"\x00" * 16384
+        sids = [1, 3, 5, 7, 9]
+        for sid in sids:
+            raw.send(hf.HeadersFrame(sid, raw.headers_block(), flags=["END_HEADERS"])
+                     .serialize())
+            for _ in range(160):  # 2.5 MiB each, 12.5 MiB in all (under every window)
+                raw.send(hf.DataFrame(sid, chunk).serialize())
+            await raw.writer.drain()
+        statuses = [await raw.status(sid) for sid in sids[2:]]
+        held = sum(len(st.body) for c in srv.connections for st in c.streams.values())
+        assert held <= 4 << 20, f"{held} bytes held for unfinished calls"
+        assert set(statuses) == {"8"}, statuses
+        assert srv.buffered == held
+        raw.close()
+        await asyncio.sleep(0.2)
+        assert srv.buffered == 0  # released with the connection
+        await _still_serves(port)
+    finally:
+        await srv.drain(0.5)
+
+
+async def test_window_frames_cost_the_same_with_many_open_streams() -> None:
+    """Attack: 1000 open streams (HEADERS, no body), then SETTINGS frames packed with
+    INITIAL_WINDOW_SIZE entries and a WINDOW_UPDATE flood. Each frame costs the server O(1),
+    not O(open streams) (it used to: 16 KB of SETTINGS took ~130 ms of CPU, 1000 x the cost
+    to send it); the windows still end up right for an answer sent afterwards."""
+    srv = H2GrpcServer(dict(ROUTES))
+    port = await srv.start(LOOPBACK, 0)
+    try:
+        raw = await Raw.open(port)
+        for i in range(1000):
+            raw.send(hf.HeadersFrame(1 + 2 * i, raw.headers_block(), flags=["END_HEADERS"])
+                     .serialize())
+        payload = b"".join(struct.pack(">HI", 4, 65_535 + (i & 1)) for i in range(2700))
+        settings = struct.pack(">I", len(payload) << 8 | 4) + b"\x00" * 5 + payload
+        flood = settings * 10 + hf.WindowUpdateFrame(0, 1).serialize() * 50_000
+        ping = hf.PingFrame(0, opaque_data=b"measured").serialize()
+        raw.send(ping)
+        assert await raw.until(hf.PingFrame) is not None
+        started = time.process_time()
+        raw.send(flood + ping)
+        assert await raw.until(hf.PingFrame, timeout=60) is not None
+        spent = time.process_time() - started
+        assert spent < 0.5, f"{spent:.2f} s of CPU for 0.8 MB of window frames"
+        raw.send(hf.DataFrame(1999, b"\x00" * 5, flags=["END_STREAM"]).serialize())
+        assert await raw.status(1999) == "0"
+        raw.close()
     finally:
         await srv.drain(0.5)

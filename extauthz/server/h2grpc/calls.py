@@ -55,6 +55,11 @@ class Stream:
     task: asyncio.Task[None] | None = None
     pending: bytes = b""  # response DATA waiting for window, then the trailers
     unacked: int = 0  # bytes received since our last stream WINDOW_UPDATE
+    shift: int = 0  # the connection's window_shift that send_window includes
+
+
+# the dynamic table's size limit and its entries, by value
+TableState = tuple[int, tuple[tuple[bytes, bytes], ...]]
 
 
 class Calls:
@@ -66,6 +71,7 @@ class Calls:
         self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.preface = False
+        self.preface_timer: asyncio.TimerHandle | None = None
         self.decoder = hpack.Decoder()
         self.decoder.max_header_list_size = self.limits.max_header_list
         self.streams: dict[int, Stream] = {}
@@ -74,6 +80,10 @@ class Calls:
         self.recv_window = self.limits.connection_window  # ours, as advertised
         self.recv_unacked = 0
         self.peer_initial = f.DEFAULT_WINDOW
+        # the sum of INITIAL_WINDOW_SIZE changes, applied to a stream's window when it is used
+        # (``window``): a SETTINGS frame costs O(1), not O(open streams)
+        self.window_shift = 0
+        self.waiting: dict[int, Stream] = {}  # streams whose answer waits for window
         self.peer_max_frame = f.DEFAULT_FRAME
         self.block: bytearray | None = None  # a header block awaiting CONTINUATION
         self.block_stream = 0
@@ -85,7 +95,8 @@ class Calls:
         self.out: list[bytes] = []
         self.early: list[bytes] = []
         # header blocks that left the HPACK dynamic table unchanged, with the table's state
-        self.decoded: dict[bytes, tuple[tuple[int, int, int], list[tuple[bytes, bytes]]]] = {}
+        # header block -> (the HPACK table it was decoded under, its headers)
+        self.decoded: dict[bytes, tuple[TableState, list[tuple[bytes, bytes]]]] = {}
 
 
     # ---- calls --------------------------------------------------------------------------
@@ -135,11 +146,18 @@ class Calls:
                 self.respond(st, value)
         self.flush()
 
+    def window(self, st: Stream) -> int:
+        """The stream's send window, with the INITIAL_WINDOW_SIZE changes since last used."""
+        if st.shift != self.window_shift:
+            st.send_window += self.window_shift - st.shift
+            st.shift = self.window_shift
+        return st.send_window
+
     def respond(self, st: Stream, message: bytes) -> None:
         """Headers, the message, ``grpc-status: 0``: one write when the windows allow."""
         sid = st.id
         n = len(message) + 5
-        if n <= self.send_window and n <= st.send_window and n <= self.peer_max_frame:
+        if n <= self.send_window and n <= self.window(st) and n <= self.peer_max_frame:
             self.send_window -= n
             self.out.append(b"".join((
                 _HEAD.pack(_RESP_HEAD, f.END_HEADERS, sid), _RESP,
@@ -149,12 +167,13 @@ class Calls:
             return
         self.out.append(_HEAD.pack(_RESP_HEAD, f.END_HEADERS, sid) + _RESP)
         st.pending = f.grpc_message(message)
+        self.waiting[sid] = st
         self.send_pending()
 
     def send_pending(self) -> None:
         """Send what waits for window, in stream order, as far as the windows allow."""
-        for st in [s for s in self.streams.values() if s.pending]:
-            while st.pending and self.send_window > 0 and st.send_window > 0:
+        for st in list(self.waiting.values()):
+            while st.pending and self.send_window > 0 and self.window(st) > 0:
                 n = min(len(st.pending), self.send_window, st.send_window, self.peer_max_frame)
                 chunk, st.pending = st.pending[:n], st.pending[n:]
                 self.send_window -= n
@@ -177,8 +196,15 @@ class Calls:
         if not ended:
             self.out.append(f.rst_stream(sid, f.NO_ERROR))
 
+    def release(self, st: Stream) -> None:
+        """The stream is gone: its body no longer counts against ``limits.max_buffered``."""
+        self.server.buffered -= len(st.body)
+        st.body = b""
+        self.waiting.pop(st.id, None)
+
     def close_stream(self, st: Stream) -> None:
         """We sent END_STREAM: forget the stream (reset it if the peer is still sending)."""
+        self.release(st)
         if not st.ended:
             self.out.append(f.rst_stream(st.id, f.NO_ERROR))
         if self.streams.get(st.id) is st:
@@ -189,8 +215,11 @@ class Calls:
         """A stream error: RST_STREAM with ``code``."""
         self.out.append(f.rst_stream(sid, code))
         st = self.streams.pop(sid, None)
-        if st is not None and st.task is not None:
-            st.task.cancel()
+        if st is not None:
+            self.release(st)
+            if st.task is not None:
+                st.task.cancel()
+
     def maybe_close(self) -> None:
         if not self.streams and (self.goaway_last is not None or self.peer_gone):
             self.flush()

@@ -42,18 +42,39 @@ class Connection(Calls, asyncio.Protocol):
         if self.server.draining:
             self.drain()
         self.flush()
+        if not self.preface:  # a peer that never completes its preface (slowloris) is closed
+            self.preface_timer = asyncio.get_running_loop().call_later(
+                self.limits.handshake_timeout, self.preface_expired)
         if self.early:  # TLS: bytes that came with the handshake's last flight
             early, self.early = b"".join(self.early), []
             self.data_received(early)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def preface_expired(self) -> None:
+        if not self.preface and not self.closed and self.transport is not None:
+            log.info("h2grpc.preface_timeout")
+            self.transport.abort()
+
+    def connection_lost(self, _exc: Exception | None) -> None:
         self.closed = True
+        if self.preface_timer is not None:
+            self.preface_timer.cancel()
         self.server.connections.discard(self)
         for st in self.streams.values():
+            self.release(st)
             if st.task is not None:
                 st.task.cancel()
         self.streams.clear()
         self.server.connection_closed()
+
+    def pause_writing(self) -> None:
+        """The peer is not reading what we send: read nothing more from it until it does (a
+        PING or SETTINGS flood would otherwise queue its ACKs in memory without bound)."""
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.transport is None:  # TLS: start_tls may deliver before connection_made
@@ -152,8 +173,10 @@ class Connection(Calls, asyncio.Protocol):
         if sid > self.last_stream:
             raise H2Error(f.PROTOCOL_ERROR, "RST_STREAM on an idle stream")
         st = self.streams.pop(sid, None)
-        if st is not None and st.task is not None:
-            st.task.cancel()
+        if st is not None:
+            self.release(st)
+            if st.task is not None:
+                st.task.cancel()
         self.maybe_close()
 
     def on_settings(self, flags: int, sid: int, payload: bytes) -> None:
@@ -169,11 +192,8 @@ class Connection(Calls, asyncio.Protocol):
             if key == f.INITIAL_WINDOW_SIZE:
                 if value > f.MAX_WINDOW:
                     raise H2Error(f.FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE too large")
-                delta, self.peer_initial = value - self.peer_initial, value
-                for st in self.streams.values():
-                    st.send_window += delta
-                    if st.send_window > f.MAX_WINDOW:
-                        raise H2Error(f.FLOW_CONTROL_ERROR, "stream window overflow")
+                self.window_shift += value - self.peer_initial
+                self.peer_initial = value
             elif key == f.MAX_FRAME_SIZE:
                 if not f.DEFAULT_FRAME <= value <= f.MAX_FRAME_LIMIT:
                     raise H2Error(f.PROTOCOL_ERROR, "MAX_FRAME_SIZE out of range")
@@ -203,10 +223,10 @@ class Connection(Calls, asyncio.Protocol):
             if increment == 0:
                 self.reset(sid, f.PROTOCOL_ERROR)
                 return
-            st.send_window += increment
-            if st.send_window > f.MAX_WINDOW:
+            if self.window(st) + increment > f.MAX_WINDOW:
                 self.reset(sid, f.FLOW_CONTROL_ERROR)
                 return
+            st.send_window += increment
         self.send_pending()
 
     def on_headers(self, flags: int, sid: int, payload: bytes) -> None:
@@ -234,22 +254,26 @@ class Connection(Calls, asyncio.Protocol):
         """A complete header block: a new call, or a stream's trailers."""
         table = self.decoder.header_table
         entries = table.dynamic_entries
-        state = (len(entries), id(entries[0]) if entries else 0, table.maxsize)
+        # the table's size and contents, by value: object ids could be reused after an
+        # eviction, and a stale decode would hand one call another call's headers
+        state = (table.maxsize, tuple(entries))
         hit = self.decoded.get(block)
         if hit is not None and hit[0] == state:
             headers = hit[1]
         else:
             # always decoded (a refused stream too): keeps the HPACK state
             headers = cast(list[tuple[bytes, bytes]], self.decoder.decode(block, raw=True))
-            after = (len(entries), id(entries[0]) if entries else 0, table.maxsize)
-            if after != state:
+            if (table.maxsize, tuple(entries)) != state:
                 self.decoded.clear()  # the dynamic table changed: every cached decode is stale
             elif len(self.decoded) < _DECODED_ENTRIES:
-                # nothing was added, evicted or resized (a new entry is a new object at the
-                # front): the same bytes decode the same while the table stays as it is
+                # decoding left the table as it was: the same bytes decode the same, and
+                # skipping the decode leaves the table as decoding would
                 self.decoded[block] = (state, headers)
         st = self.streams.get(sid)
         if st is not None:  # trailers
+            if st.ended:  # half-closed (remote): never a second dispatch of one stream
+                self.reset(sid, f.STREAM_CLOSED)
+                return
             if not end_stream:
                 self.reset(sid, f.PROTOCOL_ERROR)
                 return
@@ -265,7 +289,7 @@ class Connection(Calls, asyncio.Protocol):
         if len(self.streams) >= self.limits.max_streams:
             self.reset(sid, f.REFUSED_STREAM)
             return
-        st = Stream(sid, self.peer_initial, self.limits.stream_window)
+        st = Stream(sid, self.peer_initial, self.limits.stream_window, shift=self.window_shift)
         path = method = content_type = b""
         for name, value in headers:
             if name == b":path":
@@ -311,6 +335,10 @@ class Connection(Calls, asyncio.Protocol):
             if not payload or payload[0] >= size:
                 raise H2Error(f.PROTOCOL_ERROR, "padding exceeds the frame")
             payload = payload[1:size - payload[0]]
+        if self.server.buffered + len(payload) > self.limits.max_buffered:
+            self.error(st, 8, "server receive buffers full")
+            return
+        self.server.buffered += len(payload)
         if st.body:
             if isinstance(st.body, bytes):
                 st.body = bytearray(st.body)
@@ -354,6 +382,7 @@ class Connection(Calls, asyncio.Protocol):
         self.out.append(f.goaway(self.last_stream, code, why.encode()[:200]))
         self.flush()
         for st in self.streams.values():
+            self.release(st)
             if st.task is not None:
                 st.task.cancel()
         self.streams.clear()

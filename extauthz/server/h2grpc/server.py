@@ -31,7 +31,10 @@ class H2Limits:
     connection_window: int = 16 * 1024 * 1024  # our connection receive window
     max_frame: int = f.DEFAULT_FRAME  # largest frame we accept (we advertise the default)
     max_header_list: int = 16 * 1024  # SETTINGS_MAX_HEADER_LIST_SIZE
-    handshake_timeout: float = 10.0  # seconds for a TLS handshake
+    # bytes of request bodies held for calls not yet answered, all connections together:
+    # past it a stream gets RESOURCE_EXHAUSTED (otherwise max_streams x max_message each)
+    max_buffered: int = 64 * 1024 * 1024
+    handshake_timeout: float = 10.0  # seconds for a TLS handshake, then the HTTP/2 preface
 
 
 class H2GrpcServer:
@@ -46,6 +49,7 @@ class H2GrpcServer:
         self.connections: set[Connection] = set()
         self.handshakes: set[asyncio.Task[None]] = set()
         self.draining = False
+        self.buffered = 0  # bytes of request bodies held by open streams (limits.max_buffered)
         self._server: asyncio.Server | None = None
         self._idle = asyncio.Event()
         self.settings_frame_values = {
