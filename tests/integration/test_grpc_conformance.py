@@ -576,6 +576,26 @@ async def test_a_connection_that_never_completes_the_preface_is_closed() -> None
         await srv.drain(0.5)
 
 
+async def test_connections_past_the_limit_are_closed_and_the_rest_served() -> None:
+    """Attack: open connections until file descriptors run out. Past max_connections a new
+    connection is closed at once; the ones inside the limit are still served."""
+    srv = H2GrpcServer(dict(ROUTES), H2Limits(max_connections=3))
+    port = await srv.start(LOOPBACK, 0)
+    try:
+        inside = [await Raw.open(port) for _ in range(3)]
+        extra = await Raw.open(port)
+        assert await extra.closed(3.0)
+        assert len(srv.connections) == 3
+        raw = inside[0]
+        raw.send(hf.HeadersFrame(1, raw.headers_block(), flags=["END_HEADERS"]).serialize())
+        raw.send(hf.DataFrame(1, b"\x00\x00\x00\x00\x00", flags=["END_STREAM"]).serialize())
+        assert await raw.status(1) == "0"
+        for raw in inside:
+            raw.close()
+    finally:
+        await srv.drain(0.5)
+
+
 async def test_unfinished_request_bodies_are_bounded_per_server() -> None:
     """Attack: many streams, each with a large body under the message limit and flow control
     but never END_STREAM. The bytes the server holds for unanswered calls stay under its

@@ -36,6 +36,11 @@ class Connection(Calls, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if len(self.server.connections) >= self.limits.max_connections:
+            log.warning("h2grpc.connection_limit", limit=self.limits.max_connections)
+            self.closed = True
+            self.transport.abort()
+            return
         self.server.connections.add(self)
         self.out.append(f.settings(self.server.settings_frame_values))
         self.out.append(f.window_update(0, self.limits.connection_window - f.DEFAULT_WINDOW))

@@ -35,6 +35,9 @@ class H2Limits:
     # past it a stream gets RESOURCE_EXHAUSTED (otherwise max_streams x max_message each)
     max_buffered: int = 64 * 1024 * 1024
     handshake_timeout: float = 10.0  # seconds for a TLS handshake, then the HTTP/2 preface
+    # open connections per process (as the HTTP/1.1 listener): past it a new one is closed at
+    # once, so a peer cannot exhaust the file descriptors (Envoy then sees a refused check: 503)
+    max_connections: int = 4096
 
 
 class H2GrpcServer:
