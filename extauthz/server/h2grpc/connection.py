@@ -39,7 +39,7 @@ class Connection(Calls, asyncio.Protocol):
         if len(self.server.connections) >= self.limits.max_connections:
             log.warning("h2grpc.connection_limit", limit=self.limits.max_connections)
             self.closed = True
-            self.transport.abort()
+            cast(asyncio.Transport, transport).abort()
             return
         self.server.connections.add(self)
         self.out.append(f.settings(self.server.settings_frame_values))
