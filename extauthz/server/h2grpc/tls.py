@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import structlog
 
-from extauthz.server.coroutines import resume, step
 from extauthz.server.h2grpc.connection import Connection
+from extauthz.server.tlsaccept import start_tls_now
 
 if TYPE_CHECKING:
     from extauthz.server.h2grpc.server import H2GrpcServer
@@ -54,39 +54,15 @@ class Accepted(asyncio.Protocol):
             raw.abort()
             return
         conn = Connection(self.server)
-        upgrade = asyncio.get_running_loop().start_tls(
-            raw, conn, self.context(), server_side=True, ssl_handshake_timeout=self.timeout)
-        try:
-            finished, waiting = step(upgrade)
-        except Exception as exc:  # pragma: no cover (a closed transport)
-            log.info("h2grpc.tls_handshake_failed", error=type(exc).__name__)
-            raw.abort()
-            return
-        if finished:  # pragma: no cover (start_tls always waits for the handshake)
-            raw.abort()
-            return
-        task = asyncio.get_running_loop().create_task(self._handshake(conn, upgrade, waiting))
-        self.server.handshakes.add(task)
-        task.add_done_callback(self.server.handshakes.discard)
 
-    async def _handshake(self, conn: Connection,
-                         upgrade: Coroutine[Any, Any, asyncio.Transport | None],
-                         waiting: Any) -> None:
-        try:
-            tls = await resume(upgrade, waiting)
-        except asyncio.CancelledError:
-            upgrade.close()
-            raise
-        except Exception as exc:  # refused certificate, timeout, reset: start_tls closed it
-            log.info("h2grpc.tls_handshake_failed", error=type(exc).__name__,
-                     reason=getattr(exc, "reason", None) or str(exc)[:200])
-            return
-        if tls is None:
-            return
-        if tls.get_extra_info("ssl_object").selected_alpn_protocol() not in (None, *ALPN):
-            tls.abort()  # pragma: no cover (the context offers h2 only)
-            return
-        conn.connection_made(tls)
+        def ready(tls: asyncio.Transport) -> None:
+            if tls.get_extra_info("ssl_object").selected_alpn_protocol() not in (None, *ALPN):
+                tls.abort()  # pragma: no cover (the context offers h2 only)
+                return
+            conn.connection_made(tls)
+
+        start_tls_now(raw, conn, self.context(), self.timeout, self.server.handshakes, log,
+                      "h2grpc.tls_handshake_failed", ready)
 
     def data_received(self, data: bytes) -> None:  # pragma: no cover
         pass  # never called: the TLS layer owns the socket from connection_made on

@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Mapping
+from typing import cast
 
 import structlog
 
-from extauthz.server.coroutines import resume, step
 from extauthz.server.http1.connection import Connection
 from extauthz.server.http1.wire import Handler, HttpLimits
+from extauthz.server.tlsaccept import start_tls_now
 
 log = structlog.get_logger("extauthz.http")
 
@@ -102,44 +102,15 @@ class Http1Server:
             return
         assert self.ssl_context is not None
         conn = Connection(self)
-        # Run start_tls up to its wait for the handshake right here, inside connection_made:
-        # the TLS layer must own the socket before the loop reads from it (uvloop starts
-        # reading right after connection_made and ignores a pause_reading() made in it; a
-        # ClientHello read before start_tls would be lost and the handshake would hang).
-        upgrade = asyncio.get_running_loop().start_tls(
-            transport, conn, self.ssl_context(), server_side=True,
-            ssl_handshake_timeout=self.limits.request_timeout)
-        try:
-            finished, waiting = step(upgrade)
-        except Exception as exc:  # pragma: no cover (a closed transport)
-            log.info("http.tls_handshake_failed", error=type(exc).__name__)
-            transport.abort()
-            return
-        if finished:  # pragma: no cover (start_tls always waits for the handshake)
-            transport.abort()
-            return
-        task = asyncio.get_running_loop().create_task(self._handshake(conn, upgrade, waiting))
-        self.handshakes.add(task)
-        task.add_done_callback(self.handshakes.discard)
 
-    async def _handshake(self, conn: Connection,
-                         upgrade: Coroutine[Any, Any, asyncio.Transport | None],
-                         waiting: Any) -> None:
-        """Finish ``start_tls`` (``waiting``: the future its coroutine yielded), then serve."""
-        try:
-            tls = await resume(upgrade, waiting)
-        except asyncio.CancelledError:  # drain: start_tls closes the connection
-            upgrade.close()
-            raise
-        except Exception as exc:  # refused certificate, timeout, reset: start_tls closed it
-            log.info("http.tls_handshake_failed", error=type(exc).__name__,
-                     reason=getattr(exc, "reason", None) or str(exc)[:200])
-            return
-        if tls is None or conn.closing:  # lost between the handshake and now
-            if tls is not None:
+        def ready(tls: asyncio.Transport) -> None:
+            if conn.closing:  # lost between the handshake and now
                 tls.abort()
-            return
-        conn.connection_made(tls)
+                return
+            conn.connection_made(tls)
+
+        start_tls_now(transport, conn, self.ssl_context(), self.limits.request_timeout,
+                      self.handshakes, log, "http.tls_handshake_failed", ready)
 
     def forget(self, conn: Connection) -> None:
         """A connection closed."""
