@@ -19,11 +19,11 @@ from extauthz.model import Role, Scope, Target
 from extauthz.rules.categories import builtin_cluster_roles, builtin_roles, categories
 from extauthz.rules.coverage import covers
 from extauthz.rules.document import Binding, DenyRule, Policy, RoleDef
+from extauthz.rules.engine import PERMISSIONS_RULE
 from extauthz.rules.globs import NameSet
 from extauthz.rules.matchers import Facts, Matcher
 from extauthz.rules.slots import by_bits, role_names
 
-PERMISSIONS_RULE = "permissions"  # as ``engine.PERMISSIONS_RULE``
 CLUSTER_READ_RULE = "cluster_read_for_namespace_users"
 DENIES = "denies"
 WOULD_DENY = "would deny (dry-run)"

@@ -17,11 +17,10 @@ from extauthz.model import Reason, Role, Scope, Target
 from extauthz.rules.considered import (
     CLUSTER_READ_RULE,
     DENIES,
-    PERMISSIONS_RULE,
     Considered,
 )
 from extauthz.rules.document import Policy
-from extauthz.rules.engine import DRY_RUNNABLE
+from extauthz.rules.engine import DRY_RUNNABLE, PERMISSIONS_RULE
 from extauthz.rules.matchers import Facts
 from extauthz.rules.slots import role_names
 
