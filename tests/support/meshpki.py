@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from deploy.pki import self_signed_ca
 
 _NOW = datetime.datetime.now(datetime.UTC)
 
@@ -49,20 +50,7 @@ class MeshCA:
     """A self-signed CA issuing server and workload certificates."""
 
     def __init__(self, name: str) -> None:
-        self.key = _key()
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        self.cert = (
-            x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(_NOW - datetime.timedelta(minutes=5))
-            .not_valid_after(_NOW + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
-                                         False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()),
-                           critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
+        self.key, self.cert = self_signed_ca(name)
         self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
 
     def issue(self, subject: Sequence[tuple[x509.ObjectIdentifier, str]] = (), *,
